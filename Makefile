@@ -1,0 +1,43 @@
+# Two entry points: `make run` (set up, then run the whole job on the generated
+# attribute world) and `make test` (set up, then run the whole test suite).
+# Both create .venv from requirements.lock when it is missing and reuse it when present.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+export KEDRO_DISABLE_TELEMETRY := true
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export OMP_WAIT_POLICY := PASSIVE
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: setup run test lint viz mlflow-ui clean-data
+
+setup: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+run: setup
+	$(BIN)/kedro run $(ARGS)
+
+test: setup
+	$(BIN)/python -m pytest $(ARGS)
+
+lint: setup
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+
+viz: setup
+	$(BIN)/kedro viz run --autoreload
+
+mlflow-ui: setup
+	$(BIN)/kedro mlflow ui
+
+clean-data:
+	find data -mindepth 2 ! -name .gitkeep -delete

@@ -1,0 +1,105 @@
+"""Run the whole project for several seeds in scratch copies and tabulate the GZSL metrics.
+
+    .venv/bin/python benchmarks/seeds.py --seeds 0 1 2 [--env base] [--params k=v,...]
+
+Each seed runs ``kedro run --params=runtime.seed=<seed>`` (every seed parameter follows
+``runtime.seed``) in its own scratch folder, so the repository's ``data/`` is untouched.
+Prints a markdown table (mean +- std over seeds) and the wall time / peak memory of each run,
+and writes them to ``--out`` (default ``docs/results_<env>.md``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+KEYS = ("S", "U", "H", "H_calibrated", "ausuc", "zsl_top1")
+
+
+def run_seed(seed: int, env: str, extra: str, workdir: Path) -> dict:
+    """One ``kedro run`` in a scratch project; returns metrics, wall seconds, peak RSS."""
+    project = workdir / f"seed{seed}"
+    shutil.copytree(REPO / "conf", project / "conf")
+    shutil.copytree(REPO / "src", project / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "pyproject.toml", project / "pyproject.toml")
+    (project / "data").mkdir()
+    params = ",".join(p for p in (f"runtime.seed={seed}", extra) if p)
+    cmd = [str(Path(sys.executable).parent / "kedro"), "run", f"--env={env}", f"--params={params}"]
+    env_vars = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true"}
+    started = time.perf_counter()
+    with open(project / "run.log", "w") as log:
+        subprocess.run(cmd, cwd=project, env=env_vars, stdout=log, stderr=log, check=True)
+    wall = time.perf_counter() - started
+    reporting = project / "data" / "08_reporting"
+    timings = json.loads((reporting / "run_timings.json").read_text())
+    return {
+        "metrics": json.loads((reporting / "gzsl_metrics.json").read_text()),
+        "wall_seconds": wall,
+        "peak_rss_mb": timings["peak_rss_mb"],
+        "stage_seconds": timings["stage_seconds"],
+    }
+
+
+def table(runs: list[dict]) -> str:
+    """Markdown: one row per method, mean +- std over the runs."""
+    methods = runs[0]["metrics"]["methods"]
+    lines = [
+        "| method | " + " | ".join(KEYS) + " |",
+        "|---|" + "---|" * len(KEYS),
+    ]
+    for method in methods:
+        cells = []
+        for key in KEYS:
+            values = np.array([r["metrics"]["methods"][method][key] for r in runs])
+            cells.append(f"{values.mean():.1f} +- {values.std():.1f}")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--env", default="base")
+    parser.add_argument("--params", default="", help="extra --params for every run")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="niwt-seeds-") as tmp:
+        runs = []
+        for seed in args.seeds:
+            runs.append(run_seed(seed, args.env, args.params, Path(tmp)))
+            print(f"seed {seed}: {runs[-1]['wall_seconds']:.0f} s, "
+                  f"peak {runs[-1]['peak_rss_mb']:.0f} MB", flush=True)
+    metrics = runs[0]["metrics"]
+    lines = [
+        f"Dataset `{metrics['dataset']}`, domain knowledge: {metrics['domain_knowledge']}, "
+        f"backbone `{metrics['backbone']['arch']}` at `{metrics['backbone']['layer']}`; "
+        f"seeds {args.seeds}; accuracies in percent, mean +- std over seeds.",
+        "",
+        table(runs),
+        "",
+        "| seed | wall time (s) | peak memory (MB) |",
+        "|---|---|---|",
+        *(
+            f"| {s} | {r['wall_seconds']:.0f} | {r['peak_rss_mb']:.0f} |"
+            for s, r in zip(args.seeds, runs, strict=True)
+        ),
+    ]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    out = args.out or REPO / "docs" / f"results_{args.env}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()

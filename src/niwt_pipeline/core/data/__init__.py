@@ -1,0 +1,1 @@
+"""Readers and writers for the dataset layouts, and the canonical tables."""

@@ -1,0 +1,33 @@
+"""Kedro datasets for the project: raw dataset layouts, domain-knowledge sources, tensors.
+
+These are thin adapters from catalog entries to the library in ``niwt_pipeline.core``; swapping
+the dataset or the domain-knowledge source is a change of catalog entry, never of code.
+"""
+
+from niwt_pipeline.datasets.domain_sources import (
+    ClassEmbeddingsSource,
+    CSVTableSource,
+    NativeAttributesSource,
+    TextEmbeddingsSource,
+    Xlsa17AttributesSource,
+)
+from niwt_pipeline.datasets.raw_sources import (
+    AttributeWorldDataset,
+    AWA2Dataset,
+    CUBDataset,
+    OwnLayoutDataset,
+)
+from niwt_pipeline.datasets.tensors import SafetensorsDataset
+
+__all__ = [
+    "AWA2Dataset",
+    "AttributeWorldDataset",
+    "CSVTableSource",
+    "CUBDataset",
+    "ClassEmbeddingsSource",
+    "NativeAttributesSource",
+    "OwnLayoutDataset",
+    "SafetensorsDataset",
+    "TextEmbeddingsSource",
+    "Xlsa17AttributesSource",
+]

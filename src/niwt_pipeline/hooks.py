@@ -1,0 +1,140 @@
+"""Cross-cutting concerns, one per hook class: parameter validation, runtime setup, timing."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import resource
+import time
+from typing import Any
+
+from kedro.framework.hooks import hook_impl
+
+logger = logging.getLogger(__name__)
+
+
+class ParameterValidationHook:
+    """Validates every parameter block against its typed schema before any node runs."""
+
+    @hook_impl
+    def after_context_created(self, context: Any) -> None:
+        from niwt_pipeline.params import validate_parameters
+
+        validate_parameters(context.params)
+
+
+class UpstreamCheckHook:
+    """Fails fast, naming the pipeline to run first, when a run's inputs were never produced.
+
+    ``kedro run --pipeline=transfer`` on a fresh clone would otherwise fail deep inside a
+    node; this checks every free input of the pipeline before anything runs.
+    """
+
+    @hook_impl
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
+        from kedro.framework.project import pipelines
+
+        from niwt_pipeline.core.errors import InputError
+
+        missing = [
+            name
+            for name in sorted(pipeline.inputs())
+            if not name.startswith("params:")
+            and name != "parameters"
+            and name in catalog
+            and not catalog.exists(name)
+        ]
+        if not missing:
+            return
+        producers = {
+            output: pipe_name
+            for pipe_name, pipe in pipelines.items()
+            if pipe_name != "__default__"
+            for output in pipe.all_outputs()
+        }
+        lines = [
+            f"  - {name}: run `kedro run --pipeline={producers.get(name, '?')}` first"
+            for name in missing
+        ]
+        raise InputError(
+            "this run needs outputs that no earlier run has saved:\n" + "\n".join(lines)
+        )
+
+
+class RuntimeHook:
+    """Seeds every random generator and sets torch's thread count from ``params:runtime``."""
+
+    @hook_impl
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
+        import numpy as np
+        import torch
+
+        from niwt_pipeline.params import runtime_settings
+
+        settings = runtime_settings(_load_params(catalog))
+        random.seed(settings.seed)
+        np.random.seed(settings.seed)
+        torch.manual_seed(settings.seed)
+        torch.set_num_threads(settings.resolved_threads())
+        torch.use_deterministic_algorithms(settings.deterministic, warn_only=True)
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        logger.info(
+            "runtime: seed %d, %d torch thread(s), deterministic=%s",
+            settings.seed,
+            torch.get_num_threads(),
+            settings.deterministic,
+        )
+
+
+class StageTimingHook:
+    """Measures each node's wall time and the process's peak memory.
+
+    Each node's seconds go to the ``stage_timing_metrics`` catalog entry (MLflow) as the node
+    finishes; at the end of the run all timings and the peak memory go to ``run_timings``.
+    """
+
+    def __init__(self) -> None:
+        self._started: dict[str, float] = {}
+        self.timings: dict[str, float] = {}
+
+    @hook_impl
+    def before_pipeline_run(self) -> None:
+        self.timings = {}
+
+    @hook_impl
+    def before_node_run(self, node: Any) -> None:
+        self._started[node.name] = time.perf_counter()
+
+    @hook_impl
+    def after_node_run(self, node: Any, catalog: Any) -> None:
+        seconds = time.perf_counter() - self._started.pop(node.name, time.perf_counter())
+        self.timings[node.name] = round(seconds, 3)
+        logger.info("node %s took %.1f s (peak RSS %.0f MB)", node.name, seconds, peak_rss_mb())
+        if "stage_timing_metrics" in catalog:
+            catalog.save("stage_timing_metrics", {node.name: {"value": seconds, "step": 0}})
+
+    @hook_impl
+    def after_pipeline_run(self, run_params: dict[str, Any], catalog: Any) -> None:
+        summary = {"stage_seconds": self.timings, "peak_rss_mb": round(peak_rss_mb(), 1)}
+        logger.info(
+            "run finished: %.1f s in nodes, peak RSS %.0f MB",
+            sum(self.timings.values()),
+            summary["peak_rss_mb"],
+        )
+        if "run_timings" in catalog:
+            catalog.save("run_timings", summary)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process and its finished children, in MB."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(own, children) / 1024.0
+
+
+def _load_params(catalog: Any) -> dict[str, Any]:
+    try:
+        return catalog.load("parameters")
+    except Exception:  # noqa: BLE001 - a catalog without parameters gets the defaults
+        return {}

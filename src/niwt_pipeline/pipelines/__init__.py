@@ -1,0 +1,1 @@
+"""One Kedro pipeline per folder; see ``pipeline_registry.py``."""

@@ -1,0 +1,27 @@
+"""The ``backbone`` pipeline."""
+
+from __future__ import annotations
+
+from kedro.pipeline import Node, Pipeline
+
+from niwt_pipeline.pipelines.backbone.nodes import train_backbone
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    """images + classes -> trained seen-class backbone."""
+    return Pipeline(
+        [
+            Node(
+                train_backbone,
+                inputs=["images", "classes", "params:backbone"],
+                outputs=[
+                    "backbone_weights",
+                    "backbone_spec",
+                    "backbone_split",
+                    "backbone_report",
+                    "backbone_metrics",
+                ],
+                name="train_backbone",
+            )
+        ]
+    )

@@ -1,0 +1,100 @@
+"""The ``explanation`` pipeline.
+
+It reads only persisted outputs of the earlier pipelines, so
+``kedro run --pipeline=explanation --params=explanation.top_k=5`` re-runs just this part.
+"""
+
+from __future__ import annotations
+
+from kedro.pipeline import Node, Pipeline
+
+from niwt_pipeline.pipelines.explanation.nodes import (
+    build_run_report,
+    explain_predictions,
+    name_neurons,
+    score_explanations,
+    visualise_explanations,
+)
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    """models + test scores -> neuron names, explanations, their scores and the run report."""
+    return Pipeline(
+        [
+            Node(
+                name_neurons,
+                inputs=[
+                    "mapper_weights",
+                    "image_importance",
+                    "domain_knowledge",
+                    "params:explanation",
+                ],
+                outputs=["neuron_names", "neuron_names_table"],
+                name="name_neurons",
+            ),
+            Node(
+                explain_predictions,
+                inputs=[
+                    "image_outputs",
+                    "images",
+                    "classes",
+                    "domain_knowledge",
+                    "backbone_weights",
+                    "backbone_spec",
+                    "niwt_rows",
+                    "inverse_map_weights",
+                    "test_scores",
+                    "calibration",
+                    "params:explanation",
+                ],
+                outputs="textual_explanations",
+                name="explain_predictions",
+            ),
+            Node(
+                visualise_explanations,
+                inputs=[
+                    "textual_explanations",
+                    "classes",
+                    "backbone_weights",
+                    "backbone_spec",
+                    "niwt_rows",
+                    "params:explanation",
+                ],
+                outputs=["explanation_examples", "gradcam_examples_plot"],
+                name="visualise_explanations",
+            ),
+            Node(
+                score_explanations,
+                inputs=[
+                    "neuron_names",
+                    "textual_explanations",
+                    "image_attributes",
+                    "domain_knowledge",
+                    "calibration",
+                    "params:explanation",
+                ],
+                outputs=["explanation_metrics", "explanation_mlflow_metrics"],
+                name="score_explanations",
+            ),
+            Node(
+                build_run_report,
+                inputs=[
+                    "ingestion_summary",
+                    "gzsl_metrics",
+                    "test_scores",
+                    "calibration",
+                    "images",
+                    "classes",
+                    "textual_explanations",
+                    "explanation_examples",
+                    "neuron_names",
+                    "explanation_metrics",
+                    "backbone_report",
+                    "transfer_report",
+                    "params:explanation",
+                ],
+                outputs="report",
+                name="build_run_report",
+            ),
+        ]
+    )

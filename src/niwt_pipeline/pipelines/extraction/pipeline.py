@@ -1,0 +1,21 @@
+"""The ``extraction`` pipeline."""
+
+from __future__ import annotations
+
+from kedro.pipeline import Node, Pipeline
+
+from niwt_pipeline.pipelines.extraction.nodes import extract_image_outputs
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    """trained backbone + images -> per-image features, logits and importances."""
+    return Pipeline(
+        [
+            Node(
+                extract_image_outputs,
+                inputs=["backbone_weights", "backbone_spec", "images", "params:extraction"],
+                outputs="image_outputs",
+                name="extract_image_outputs",
+            )
+        ]
+    )

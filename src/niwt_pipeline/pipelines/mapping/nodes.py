@@ -1,0 +1,128 @@
+"""Mapping nodes: fit the domain-knowledge -> importance mapper and its inverse."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from niwt_pipeline.core.mapper import LinearMapper, MapperConfig, fit_inverse_map, fit_mapper
+from niwt_pipeline.core.modelio import choose_classes
+from niwt_pipeline.pipelines.importance.nodes import channel_columns
+
+logger = logging.getLogger(__name__)
+
+
+class MappingParams(BaseModel):
+    """``params:mapping``.
+
+    ``calibration_classes`` seen classes (a count, or a fraction of the seen classes) are
+    treated as pseudo-unseen: a second mapper is fitted without them, so later stages can
+    choose the seen/unseen calibration without test data.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    mapper: MapperConfig = MapperConfig()
+    calibration_classes: int | float = Field(0.2, gt=0)
+    inverse_ridge_alpha: float = Field(1.0, ge=0)
+
+
+def _dk_matrix(domain_knowledge: pd.DataFrame) -> np.ndarray:
+    """(C, A) float32 domain knowledge, row ``c`` = class id ``c``."""
+    table = domain_knowledge.set_index("class_id").sort_index().drop(columns="name")
+    if not np.array_equal(table.index.to_numpy(), np.arange(len(table))):
+        raise ValueError("domain_knowledge: class ids must be 0..C-1")
+    return table.to_numpy(dtype=np.float32)
+
+
+def fit_importance_mapper(
+    image_importance: pd.DataFrame,
+    domain_knowledge: pd.DataFrame,
+    classes: pd.DataFrame,
+    params: dict[str, Any],
+) -> tuple[dict[str, torch.Tensor], pd.DataFrame, dict[str, Any], dict[str, Any]]:
+    """Fit the mapper on all seen classes, plus a calibration mapper without the
+    pseudo-unseen classes, and predict every class's importance.
+
+    Returns:
+        mapper state dict; ``predicted_importance`` (``class_id``, ``name``, ``seen``,
+        ``role`` in {final, calibration}, then ``k_0000..``): the final mapper's prediction
+        for every class, and the calibration mapper's for the pseudo-unseen classes;
+        report (JSON); MLflow metrics.
+    """
+    options = MappingParams(**params)
+    dk = _dk_matrix(domain_knowledge)
+    columns = [c for c in image_importance.columns if c.startswith("k_")]
+    importance = image_importance[columns].to_numpy(dtype=np.float32)
+    labels = image_importance["class_id"].to_numpy()
+    seen_ids = classes.loc[classes["seen"], "class_id"].to_numpy()
+
+    mapper, report = fit_mapper(dk, importance, labels, seen_ids, options.mapper)
+    calib_ids = choose_classes(seen_ids, options.calibration_classes, options.mapper.seed)
+    keep = ~np.isin(labels, calib_ids)
+    calib_mapper, calib_report = fit_mapper(
+        dk, importance[keep], labels[keep], np.setdiff1d(seen_ids, calib_ids), options.mapper
+    )
+    logger.info(
+        "mapper: held-out cosine %.3f (per image), %.3f (class mean), best epoch %d; "
+        "calibration mapper without %d pseudo-unseen classes: %.3f",
+        report.heldout_cosine,
+        report.heldout_class_cosine,
+        report.best_epoch,
+        len(calib_ids),
+        calib_report.heldout_cosine,
+    )
+    final = _prediction_table(mapper, dk, classes, "final")
+    calibration = _prediction_table(calib_mapper, dk, classes, "calibration")
+    predicted = pd.concat(
+        [final, calibration[calibration["class_id"].isin(calib_ids)]], ignore_index=True
+    )
+    summary = {
+        "config": asdict(options.mapper),
+        "final": {**report.as_dict(), "heldout_class_ids": report.heldout_class_ids},
+        "calibration_class_ids": [int(c) for c in calib_ids],
+        "calibration": calib_report.as_dict(),
+    }
+    metrics = {
+        "heldout_cosine": {"value": float(report.heldout_cosine), "step": 0},
+        "heldout_class_cosine": {"value": float(report.heldout_class_cosine), "step": 0},
+    }
+    return _state(mapper), predicted, summary, metrics
+
+
+def _prediction_table(
+    mapper: LinearMapper, dk: np.ndarray, classes: pd.DataFrame, role: str
+) -> pd.DataFrame:
+    predicted = mapper.predict(dk).numpy()
+    table = pd.DataFrame(predicted, columns=channel_columns(predicted.shape[1]))
+    ordered = classes.sort_values("class_id").reset_index(drop=True)
+    table.insert(0, "role", pd.Series([role] * len(table), dtype="str"))
+    table.insert(0, "seen", ordered["seen"].to_numpy())
+    table.insert(0, "name", ordered["name"].to_numpy())
+    table.insert(0, "class_id", ordered["class_id"].to_numpy().astype("int64"))
+    return table
+
+
+def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu() for k, v in module.state_dict().items()}
+
+
+def fit_inverse_mapper(
+    image_importance: pd.DataFrame, domain_knowledge: pd.DataFrame, params: dict[str, Any]
+) -> dict[str, torch.Tensor]:
+    """Ridge map importance -> domain knowledge, fitted on the seen images (for explanations)."""
+    options = MappingParams(**params)
+    dk = _dk_matrix(domain_knowledge)
+    columns = [c for c in image_importance.columns if c.startswith("k_")]
+    inverse = fit_inverse_map(
+        image_importance[columns].to_numpy(dtype=np.float32),
+        dk[image_importance["class_id"].to_numpy()],
+        options.inverse_ridge_alpha,
+    )
+    return inverse.state()

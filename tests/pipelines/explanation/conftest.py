@@ -1,0 +1,93 @@
+"""Fixtures: every upstream output of the explanation pipeline, for a tiny generated world.
+
+The upstream pipelines (ingestion .. transfer) run once per session with ``SequentialRunner``
+on an in-memory catalog, with the ``test`` environment's parameters; the explanation nodes
+and pipeline are then tested on exactly the values the real pipelines produce.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from kedro.config import OmegaConfigLoader
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.pipeline import Pipeline
+from kedro.runner import SequentialRunner
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+UPSTREAM = ("ingestion", "backbone", "extraction", "importance", "mapping", "transfer")
+
+
+class _KeptMemoryDataset(MemoryDataset):
+    """A memory dataset the runner cannot release, so every output stays readable."""
+
+    def __init__(self) -> None:
+        super().__init__(copy_mode="assign")
+
+    def _release(self) -> None:
+        pass
+
+
+def _upstream_pipeline() -> Pipeline:
+    from importlib import import_module
+
+    return sum(
+        (import_module(f"niwt_pipeline.pipelines.{name}").create_pipeline() for name in UPSTREAM),
+        Pipeline([]),
+    )
+
+
+@pytest.fixture(scope="session")
+def test_config() -> OmegaConfigLoader:
+    """The project's configuration in the ``test`` environment (soft-merged over ``base``)."""
+    return OmegaConfigLoader(
+        conf_source=str(REPO_ROOT / "conf"),
+        base_env="base",
+        default_run_env="test",
+        merge_strategy={"parameters": "soft", "globals": "soft"},
+    )
+
+
+@pytest.fixture(scope="session")
+def test_parameters(test_config) -> dict[str, Any]:
+    """The project's parameters in the ``test`` environment."""
+    return dict(test_config["parameters"])
+
+
+@pytest.fixture(scope="session")
+def upstream(
+    tmp_path_factory: pytest.TempPathFactory, test_config, test_parameters
+) -> dict[str, Any]:
+    """Every dataset the upstream pipelines produce for the ``test`` environment's world, by
+    name (shared by the whole session: tests must not modify them)."""
+    from niwt_pipeline.datasets import AttributeWorldDataset, NativeAttributesSource
+
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("explanation_world")
+    pipeline = _upstream_pipeline()
+    catalog = DataCatalog(
+        {
+            "raw_source": AttributeWorldDataset(
+                path=str(root / "world"), world=dict(test_config["globals"]["world"])
+            ),
+            "domain_knowledge_source": NativeAttributesSource(scale="max"),
+            **{name: _KeptMemoryDataset() for name in pipeline.all_outputs()},
+        }
+    )
+    for name, value in test_parameters.items():
+        catalog[f"params:{name}"] = value
+    SequentialRunner().run(pipeline, catalog)
+    return {name: catalog.load(name) for name in pipeline.all_outputs()}
+
+
+@pytest.fixture(scope="session")
+def explanation_params(test_parameters) -> dict[str, Any]:
+    """``params:explanation`` as the project configures it."""
+    return test_parameters["explanation"]

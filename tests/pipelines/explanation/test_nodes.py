@@ -1,0 +1,348 @@
+"""Explanation nodes on the outputs of the real upstream pipelines (tiny world)."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from niwt_pipeline.core.errors import InputError
+from niwt_pipeline.core.metrics import calibrated_predictions
+from niwt_pipeline.pipelines.explanation.nodes import (
+    ExplanationParams,
+    build_run_report,
+    explain_predictions,
+    name_neurons,
+    score_explanations,
+    visualise_explanations,
+)
+
+TEXT = re.compile(r"^predicted (\S+) because: (\S+), (\S+), (\S+)$")
+
+
+def _explain(upstream, params, **overrides):
+    inputs = {
+        name: upstream[name]
+        for name in (
+            "image_outputs",
+            "images",
+            "classes",
+            "domain_knowledge",
+            "backbone_weights",
+            "backbone_spec",
+            "niwt_rows",
+            "inverse_map_weights",
+            "test_scores",
+            "calibration",
+        )
+    }
+    inputs.update(overrides)
+    return explain_predictions(**inputs, params=params)
+
+
+@pytest.fixture(scope="module")
+def explained(upstream, explanation_params) -> pd.DataFrame:
+    return _explain(upstream, explanation_params)
+
+
+@pytest.fixture(scope="module")
+def named(upstream, explanation_params) -> tuple[pd.DataFrame, str]:
+    return name_neurons(
+        upstream["mapper_weights"],
+        upstream["image_importance"],
+        upstream["domain_knowledge"],
+        explanation_params,
+    )
+
+
+def _unnamed(domain_knowledge: pd.DataFrame) -> pd.DataFrame:
+    dims = [c for c in domain_knowledge.columns if c not in ("class_id", "name")]
+    return domain_knowledge.rename(columns={c: str(i) for i, c in enumerate(dims)})
+
+
+# ---------------------------------------------------------------------------- parameters
+def test_params_reject_unknown_keys_and_bad_values():
+    with pytest.raises(ValueError, match="top_kk"):
+        ExplanationParams(top_kk=3)
+    with pytest.raises(ValueError, match="top_k"):
+        ExplanationParams(top_k=0)
+    with pytest.raises(ValueError, match="alpha"):
+        ExplanationParams(visual={"alpha": 1.5})
+
+
+def test_base_parameters_are_the_defaults(explanation_params):
+    assert ExplanationParams(**explanation_params) == ExplanationParams()
+
+
+# ---------------------------------------------------------------------------- neuron names
+def test_name_neurons_names_every_neuron_twice(upstream, named, explanation_params):
+    table, markdown = named
+    k = explanation_params["top_k"]
+    n_neurons = upstream["mapper_weights"]["linear.weight"].shape[0]
+    assert list(table.columns) == ["source", "neuron", "rank", "dimension", "score"]
+    assert table.groupby("source").size().to_dict() == {
+        "covariation": n_neurons * k,
+        "mapper": n_neurons * k,
+    }
+    dims = set(upstream["domain_knowledge"].columns) - {"class_id", "name"}
+    assert set(table["dimension"]) <= dims
+    assert markdown.startswith("# Neuron names")
+    assert re.search(r"agreement between .*: \*\*\d\.\d{3}\*\* \(random naming: 0\.158", markdown)
+    assert markdown.count("\n| ") == n_neurons + 1  # header + one line per neuron
+
+
+def test_name_neurons_falls_back_to_indices_without_names(upstream, explanation_params, caplog):
+    caplog.set_level(logging.INFO)
+    table, markdown = name_neurons(
+        upstream["mapper_weights"],
+        upstream["image_importance"],
+        _unnamed(upstream["domain_knowledge"]),
+        explanation_params,
+    )
+    assert table["dimension"].str.fullmatch(r"dim_\d{3}").all()
+    assert "no usable dimension names" in markdown
+    assert "no usable dimension names" in caplog.text
+
+
+def test_name_neurons_rejects_top_k_above_the_dimensions(upstream, explanation_params):
+    with pytest.raises(InputError, match=r"explanation.top_k.*19 domain-knowledge dimensions"):
+        name_neurons(
+            upstream["mapper_weights"],
+            upstream["image_importance"],
+            upstream["domain_knowledge"],
+            {**explanation_params, "top_k": 20},
+        )
+
+
+# ---------------------------------------------------------------------------- textual
+def test_explain_predictions_explains_every_test_image(upstream, explained):
+    scores = upstream["test_scores"]
+    assert explained["image_id"].tolist() == scores["image_id"].tolist()
+    classes = upstream["classes"].sort_values("class_id")
+    gamma = upstream["calibration"]["methods"]["niwt"]["gamma"]
+    expected = classes["class_id"].to_numpy()[
+        calibrated_predictions(scores["niwt"].numpy(), classes["seen"].to_numpy(), gamma)
+    ]
+    assert explained["predicted_class_id"].tolist() == expected.tolist()
+    assert (explained["correct"] == (explained["true_class_id"] == expected)).all()
+    for row in explained.itertuples():
+        match = TEXT.match(row.text)
+        assert match, row.text
+        assert match.groups() == (
+            row.predicted_class,
+            row.dimension_1,
+            row.dimension_2,
+            row.dimension_3,
+        )
+        assert row.score_1 >= row.score_2 >= row.score_3
+
+
+def _mixed_calibration(upstream) -> dict:
+    """A gamma at the median switch point: about half the test images predicted seen."""
+    scores = upstream["test_scores"]["niwt"].numpy()
+    seen = upstream["classes"].sort_values("class_id")["seen"].to_numpy()
+    gap = scores[:, seen].max(1) - scores[:, ~seen].max(1)
+    return {"methods": {"niwt": {"gamma": float(np.median(gap))}}}
+
+
+def test_explain_predictions_explains_seen_and_unseen_predictions(upstream, explanation_params):
+    explained = _explain(upstream, explanation_params, calibration=_mixed_calibration(upstream))
+    assert (~explained["predicted_seen"]).any() and explained["predicted_seen"].any()
+    assert set(explained["split"]) == {"test_seen", "test_unseen"}
+    assert (explained["true_seen"] == (explained["split"] == "test_seen")).all()
+    unseen_names = set(upstream["classes"].loc[~upstream["classes"]["seen"], "name"])
+    assert set(explained.loc[~explained["predicted_seen"], "predicted_class"]) <= unseen_names
+
+
+def test_explain_predictions_max_images_takes_a_seeded_sample(upstream, explanation_params):
+    params = {**explanation_params, "max_images": 5}
+    first = _explain(upstream, params)
+    assert len(first) == 5
+    assert first["image_id"].tolist() == _explain(upstream, params)["image_id"].tolist()
+
+
+def test_explain_predictions_names_a_missing_image_file(upstream, explanation_params, tmp_path):
+    images = upstream["images"].copy()
+    test_id = int(upstream["test_scores"]["image_id"][3])
+    gone = str(tmp_path / "moved" / "gone.png")
+    images.loc[images["image_id"] == test_id, "path"] = gone
+    with pytest.raises(InputError, match=re.escape(gone) + ": image file not found"):
+        _explain(upstream, explanation_params, images=images)
+
+
+def test_explain_predictions_needs_a_row_for_every_class(upstream, explanation_params):
+    rows = dict(upstream["niwt_rows"])
+    rows["unseen_class_id"] = rows["unseen_class_id"][:0]
+    rows["unseen_weight"] = rows["unseen_weight"][:0]
+    with pytest.raises(InputError, match="no classifier row for class id"):
+        _explain(
+            upstream,
+            explanation_params,
+            niwt_rows=rows,
+            calibration=_mixed_calibration(upstream),
+        )
+
+
+# ---------------------------------------------------------------------------- visual
+def _visualise(upstream, explained, params):
+    return visualise_explanations(
+        explained,
+        upstream["classes"],
+        upstream["backbone_weights"],
+        upstream["backbone_spec"],
+        upstream["niwt_rows"],
+        params,
+    )
+
+
+def test_visualise_explanations_maps_a_few_images_per_class(upstream, explained, explanation_params):
+    params = {**explanation_params, "visual": {"images_per_class": 2, "max_classes": 3}}
+    examples, figure = _visualise(upstream, explained, params)
+    side = upstream["backbone_spec"]["image_size"]
+    n = len(examples["image_id"])
+    assert n == 6
+    for key in ("original", "cam_predicted", "cam_true"):
+        assert examples[key].shape == (n, side, side, 3) and examples[key].dtype == torch.uint8
+    chosen = explained.set_index("image_id").loc[examples["image_id"].numpy()]
+    assert chosen["true_seen"].tolist() == [False] * 4 + [True] * 2  # 2 unseen classes first
+    assert not torch.equal(examples["original"], examples["cam_true"])
+    assert len(figure.axes) == 4 * n
+
+
+def test_visualise_explanations_skips_a_class_without_test_images(
+    upstream, explained, explanation_params, caplog
+):
+    caplog.set_level(logging.INFO)
+    unseen = upstream["classes"].loc[~upstream["classes"]["seen"]]
+    dropped = int(unseen["class_id"].iloc[0])
+    params = {**explanation_params, "visual": {"images_per_class": 1, "max_classes": 2}}
+    examples, _ = _visualise(upstream, explained[explained["true_class_id"] != dropped], params)
+    name = unseen["name"].iloc[0]
+    assert f"class {name} has no test images: skipped" in caplog.text
+    chosen = explained.set_index("image_id").loc[examples["image_id"].numpy(), "true_class_id"]
+    assert dropped not in chosen.tolist() and len(chosen) == 2
+
+
+def test_visualise_explanations_with_nothing_to_explain(upstream, explained, explanation_params):
+    examples, figure = _visualise(upstream, explained.iloc[:0], explanation_params)
+    assert examples["image_id"].shape == (0,)
+    assert examples["cam_true"].shape[0] == 0
+    assert figure is not None
+
+
+# ---------------------------------------------------------------------------- scores
+def _score(upstream, named, explained, params, **overrides):
+    inputs = {
+        "neuron_names": named[0],
+        "textual_explanations": explained,
+        "image_attributes": upstream["image_attributes"],
+        "domain_knowledge": upstream["domain_knowledge"],
+        "calibration": upstream["calibration"],
+    }
+    inputs.update(overrides)
+    return score_explanations(**inputs, params=params)
+
+
+def test_score_explanations_against_the_true_image_attributes(
+    upstream, named, explained, explanation_params
+):
+    metrics, mlflow_metrics = _score(upstream, named, explained, explanation_params)
+    textual = metrics["textual"]
+    assert textual["source_of_truth"] == "image_attributes"
+    assert textual["n_images_scored"] == len(explained)
+    groups = textual["precision_at_k"]
+    assert groups["all"]["n_images"] == groups["seen"]["n_images"] + groups["unseen"]["n_images"]
+    # each image of the world shows exactly one value of each of its 4 attribute groups
+    assert groups["unseen"]["random"] == pytest.approx(4 / 19)
+    for group in groups.values():
+        for key in ("all", "correct", "incorrect", "class_prior"):
+            assert group[key] is None or 0.0 <= group[key] <= 1.0
+    agreement = metrics["neuron_names"]
+    assert agreement["random_baseline"] == pytest.approx(3 / 19)
+    assert mlflow_metrics["precision_at_3.unseen.random"]["value"] == pytest.approx(4 / 19)
+    assert "neuron_names.agreement" in mlflow_metrics
+    assert all(set(v) == {"value", "step"} for v in mlflow_metrics.values())
+
+
+def test_score_explanations_exact_on_hand_made_explanations(
+    upstream, named, explained, explanation_params
+):
+    attributes = upstream["image_attributes"].set_index("image_id")
+    dims = [c for c in upstream["domain_knowledge"].columns if c not in ("class_id", "name")]
+    perfect = explained.copy()
+    truth = attributes.loc[perfect["image_id"], dims].to_numpy()
+    true_ids = np.argsort(-truth, axis=1, kind="stable")[:, :3]  # 3 of the 4 true attributes
+    for r in range(3):
+        perfect[f"dimension_id_{r + 1}"] = true_ids[:, r]
+    metrics, _ = _score(upstream, named, perfect, explanation_params)
+    for group in metrics["textual"]["precision_at_k"].values():
+        assert group["all"] == 1.0
+
+
+def test_score_explanations_without_image_attributes_uses_the_true_class(
+    upstream, named, explained, explanation_params
+):
+    empty = pd.DataFrame({"image_id": pd.Series([], dtype="int64")})
+    metrics, _ = _score(upstream, named, explained, explanation_params, image_attributes=empty)
+    textual = metrics["textual"]
+    assert textual["source_of_truth"] == "class_attributes_thresholded"
+    assert "TRUE class" in textual["truth_description"]
+    assert "above that dimension's mean" in textual["truth_description"]
+    dk = upstream["domain_knowledge"].set_index("class_id").drop(columns="name")
+    above = (dk > dk.mean()).astype(float)
+    expected = above.loc[explained["true_class_id"]].to_numpy().mean()
+    assert textual["precision_at_k"]["all"]["random"] == pytest.approx(expected)
+
+
+def test_score_explanations_writes_valid_json_when_a_group_is_empty(
+    upstream, named, explained, explanation_params
+):
+    import json
+
+    only_seen = explained[explained["true_seen"] & ~explained["correct"]]
+    metrics, mlflow_metrics = _score(upstream, named, only_seen, explanation_params)
+    text = json.dumps(metrics, allow_nan=False)
+    assert '"unseen": {"n_images": 0}' in text
+    assert metrics["textual"]["precision_at_k"]["seen"]["correct"] is None
+    unseen_keys = [k for k in mlflow_metrics if k.startswith("precision_at_3.unseen")]
+    assert unseen_keys == ["precision_at_3.unseen.n_images"]
+
+
+# ---------------------------------------------------------------------------- report
+def test_build_run_report_is_one_self_contained_page(upstream, named, explained, explanation_params):
+    examples, _ = _visualise(upstream, explained, explanation_params)
+    metrics, _ = _score(upstream, named, explained, explanation_params)
+    page = build_run_report(
+        upstream["ingestion_summary"],
+        upstream["gzsl_metrics"],
+        upstream["test_scores"],
+        upstream["calibration"],
+        upstream["images"],
+        upstream["classes"],
+        explained,
+        examples,
+        named[0],
+        metrics,
+        upstream["backbone_report"],
+        upstream["transfer_report"],
+        explanation_params,
+    )
+    assert page.startswith("<!DOCTYPE html>")
+    for heading in (
+        "Dataset and split",
+        "Generalised zero-shot accuracy",
+        "Seen-unseen trade-off",
+        "Example explanations",
+        "Scored textual explanations",
+        "Neuron names",
+        "Stage timings",
+    ):
+        assert heading in page
+    assert page.count("data:image/png;base64,") == 3 + 3 * len(examples["image_id"])
+    assert not re.search(r"""(src|href)=["'](?!data:)""", page)
+    assert "backbone_report.train_seconds" in page
+    assert "the true 0/1 attributes of each test image" in page

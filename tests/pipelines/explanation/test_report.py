@@ -1,0 +1,159 @@
+"""The report library (``niwt_pipeline.core.report``): exact values on hand-made inputs."""
+
+from __future__ import annotations
+
+import base64
+import math
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+
+from niwt_pipeline.core import report
+from niwt_pipeline.core.report import (
+    ExampleRow,
+    ReportInputs,
+    build_report,
+    explanation_grid,
+    gzsl_views,
+    html_table,
+    neuron_names_markdown,
+    neuron_names_wide,
+)
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+CLASSES = pd.DataFrame(
+    {
+        "class_id": [0, 1, 2, 3],
+        "name": ["cat", "dog", "<zebra>", "okapi"],
+        "seen": [True, True, False, False],
+    }
+)
+# rows: images; columns: classes 0..3 (0, 1 seen; 2, 3 unseen)
+SCORES = np.array(
+    [
+        [5.0, 1.0, 0.0, 0.0],  # class 0 -> 0 (right)
+        [1.0, 5.0, 0.0, 0.0],  # class 1 -> 1 (right)
+        [0.0, 3.0, 4.0, 0.0],  # class 1 -> 2 (wrong: an unseen class wins)
+        [2.0, 0.0, 1.0, 0.0],  # class 2 -> 0 at gamma 0, -> 2 at gamma 1.5
+    ]
+)
+LABELS = np.array([0, 1, 1, 2])
+
+
+def _names() -> pd.DataFrame:
+    rows = []
+    for source, dims in (("mapper", [["a", "b"], ["c", "d"]]), ("covariation", [["b", "x"], ["y", "z"]])):
+        for neuron, ranked in enumerate(dims):
+            for rank, dim in enumerate(ranked, start=1):
+                rows.append(
+                    {"source": source, "neuron": neuron, "rank": rank, "dimension": dim,
+                     "score": 1.0 / rank + neuron}
+                )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def _example(correct: bool) -> ExampleRow:
+    image = np.zeros((8, 8, 3), dtype=np.uint8)
+    return ExampleRow(
+        original=image,
+        cam_predicted=image + 10,
+        cam_true=image + 20,
+        true_class="<zebra>",
+        predicted_class="<zebra>" if correct else "cat",
+        true_seen=False,
+        predicted_seen=not correct,
+        text="predicted <zebra> because: a, b, c",
+    )
+
+
+def test_png_encoders_round_trip():
+    fig = Figure(figsize=(1, 1))
+    fig.add_subplot().plot([0, 1])
+    assert base64.b64decode(report.figure_png_base64(fig)).startswith(PNG)
+    data = base64.b64decode(report.image_png_base64(np.zeros((4, 5, 3), dtype=np.uint8)))
+    assert data.startswith(PNG)
+
+
+def test_html_table_escapes_and_formats():
+    frame = pd.DataFrame({"name": ["<b>", "x"], "value": [1.234, math.nan], "n": [3, 4]})
+    out = html_table(frame, digits={"value": 2})
+    assert "<td>&lt;b&gt;</td>" in out
+    assert '<td class="num">1.23</td>' in out
+    assert '<td class="num">&ndash;</td>' in out
+    assert '<td class="num">3</td>' in out
+
+
+def test_gzsl_views_per_class_accuracy_is_exact():
+    views = gzsl_views({"niwt": SCORES, "eszsl": SCORES}, LABELS, CLASSES, {"niwt": 0.0, "eszsl": 1.5})
+    table = views.per_class.set_index("class_id")
+    assert table["n_test_images"].tolist() == [1, 2, 1, 0]
+    assert table.loc[0, "niwt"] == 100.0 and table.loc[1, "niwt"] == 50.0
+    assert table.loc[2, "niwt"] == 0.0 and table.loc[2, "eszsl"] == 100.0
+    assert math.isnan(table.loc[3, "niwt"])
+    assert views.classes_without_images == ["okapi"]
+    for figure in (views.curve_figure, views.confusion_figure, views.accuracy_figure):
+        assert isinstance(figure, Figure)
+
+
+def test_neuron_names_wide_and_markdown():
+    wide = neuron_names_wide(_names())
+    assert wide["overlap"].tolist() == [1, 0]
+    assert wide.loc[0, "mapper"] == "a (+1.00), b (+0.50)"
+    assert wide["mapper_top_score"].tolist() == [1.0, 2.0]
+    text = neuron_names_markdown(
+        _names(),
+        {"agreement": 0.25, "random_baseline": 0.1, "top_k": 2, "n_dimensions": 20, "n_neurons": 2},
+    )
+    assert "**0.250** (random naming: 0.100, 20 dimensions, 2 neurons)" in text
+    assert "| 0 | a (+1.00), b (+0.50) | b (+1.00), x (+0.50) | 1 |" in text
+
+
+def test_explanation_grid_lays_out_three_maps_and_the_text():
+    figure = explanation_grid([_example(True), _example(False)], title="t")
+    assert len(figure.axes) == 8
+    texts = [t.get_text() for ax in figure.axes for t in ax.texts]
+    assert any(t.startswith("[correct]") for t in texts)
+    assert any(t.startswith("[wrong]") for t in texts)
+    assert len(explanation_grid([]).axes) == 1
+
+
+@pytest.fixture
+def page() -> str:
+    views = gzsl_views({"niwt": SCORES}, LABELS, CLASSES, {"niwt": 0.0})
+    metrics = {
+        "top_k": 3,
+        "neuron_names": {"agreement": 0.5, "random_baseline": 0.2, "top_k": 2, "n_neurons": 2},
+        "textual": {
+            "truth_description": "the true attributes",
+            "gamma": 0.0,
+            "precision_at_k": {
+                "unseen": {"n_correct": 1, "correct": 0.667, "random_correct": 0.2, "n_incorrect": 0}
+            },
+        },
+    }
+    return build_report(
+        ReportInputs(
+            summary={"dataset": "toy", "n_classes": 4, "images_per_split": {"test_seen": 3}},
+            gzsl={"backbone": {"arch": "a", "layer": "l"}, "methods": {"niwt": {"S": 50.0}}},
+            views=views,
+            examples=[_example(True)],
+            explanation_metrics=metrics,
+            neuron_names=_names(),
+            timings=[("backbone training", 1.5, "backbone_report.train_seconds")],
+            extra_notes=["a <note>"],
+        )
+    )
+
+
+def test_build_report_is_self_contained_and_escaped(page):
+    assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
+    assert page.count("data:image/png;base64,") == 3 + 3
+    assert not re.search(r"""(src|href)=["'](?!data:)""", page)
+    assert "&lt;zebra&gt;" in page and "<zebra>" not in page
+    assert "a &lt;note&gt;" in page
+    assert "0.667" in page and "the true attributes" in page
+    assert '<td class="num">1.5</td><td>backbone_report.train_seconds</td>' in page

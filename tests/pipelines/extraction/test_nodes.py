@@ -1,0 +1,131 @@
+"""Extraction node: one pass of the trained backbone over every image."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from pydantic import ValidationError
+
+from niwt_pipeline.core.errors import InputError
+from niwt_pipeline.core.modelio import BackboneSpec, image_loader, rebuild_model
+from niwt_pipeline.pipelines.extraction.nodes import extract_image_outputs
+
+K = 128  # channels of small_cnn's block3
+D = 128  # width of small_cnn's penultimate features
+
+
+def test_outputs_have_one_row_per_image_in_table_order(chain):
+    out, images = chain.image_outputs, chain.images
+    n, s = len(images), len(chain.seen_ids)
+
+    assert set(out) == {
+        "image_id",
+        "features",
+        "logits",
+        "predicted",
+        "importance_gt",
+        "importance_pred",
+    }
+    assert out["image_id"].tolist() == images["image_id"].tolist()
+    assert out["features"].shape == (n, D)
+    assert out["logits"].shape == (n, s)
+    assert out["predicted"].shape == (n,)
+    assert out["importance_gt"].shape == (n, K)
+    assert out["importance_pred"].shape == (n, K)
+    assert out["features"].dtype == out["logits"].dtype == torch.float32
+
+
+def test_predicted_is_the_argmax_of_the_logits(chain):
+    out = chain.image_outputs
+
+    assert torch.equal(out["predicted"].long(), out["logits"].argmax(dim=1))
+
+
+def test_logits_are_those_of_the_rebuilt_backbone(chain):
+    spec = BackboneSpec.from_dict(chain.backbone_spec)
+    model = rebuild_model(spec, chain.backbone_weights)
+    first = chain.images.iloc[:8]
+    batch = next(iter(image_loader(first, spec, batch_size=8)))[0]
+
+    with torch.no_grad():
+        logits = model(batch)
+
+    torch.testing.assert_close(chain.image_outputs["logits"][:8], logits, rtol=1e-4, atol=1e-5)
+
+
+def test_importance_gt_is_nan_exactly_for_unseen_class_images(chain):
+    gt = chain.image_outputs["importance_gt"].numpy()
+    unseen_image = chain.images["class_id"].isin(chain.unseen_ids).to_numpy()
+
+    assert np.isnan(gt[unseen_image]).all()
+    assert np.isfinite(gt[~unseen_image]).all()
+
+
+def test_importance_pred_is_finite_and_equals_gt_where_the_prediction_is_right(chain):
+    out = chain.image_outputs
+    label = {cid: j for j, cid in enumerate(chain.backbone_spec["seen_class_ids"])}
+    target = chain.images["class_id"].map(lambda c: label.get(int(c), -1)).to_numpy()
+    right = out["predicted"].numpy() == target
+    wrong_seen = ~right & (target >= 0)
+    pred, gt = out["importance_pred"], out["importance_gt"]
+
+    assert np.isfinite(pred.numpy()).all()
+    assert right.any() and wrong_seen.any()
+    torch.testing.assert_close(pred[right], gt[right])
+    assert not torch.allclose(pred[wrong_seen], gt[wrong_seen])
+
+
+def test_rows_follow_a_shuffled_subset_and_gt_only_skips_pred(chain, params_for):
+    subset = chain.images.sample(n=10, random_state=0)
+
+    out = extract_image_outputs(
+        chain.backbone_weights,
+        chain.backbone_spec,
+        subset,
+        params_for("extraction", {"targets": "gt", "batch_size": 4}),
+    )
+
+    assert "importance_pred" not in out
+    assert out["image_id"].tolist() == subset["image_id"].tolist()
+    rows = subset.index.to_numpy()  # positions in the full table (its index is 0..N-1)
+    torch.testing.assert_close(
+        out["features"], chain.image_outputs["features"][rows], rtol=1e-4, atol=1e-5
+    )
+    torch.testing.assert_close(
+        out["importance_gt"],
+        chain.image_outputs["importance_gt"][rows],
+        rtol=1e-4,
+        atol=1e-6,
+        equal_nan=True,
+    )
+
+
+def test_weights_missing_a_tensor_are_refused(chain, params_for):
+    weights = {k: v for k, v in chain.backbone_weights.items() if k != "fc.bias"}
+
+    with pytest.raises(InputError, match=r"do not fit arch 'small_cnn'.*fc\.bias"):
+        extract_image_outputs(weights, chain.backbone_spec, chain.images, params_for("extraction"))
+
+
+def test_weights_of_another_class_count_are_an_input_error(chain, params_for):
+    spec = dict(chain.backbone_spec, seen_class_ids=chain.seen_ids[:3])
+
+    with pytest.raises(InputError, match=r"do not fit"):
+        extract_image_outputs(chain.backbone_weights, spec, chain.images, params_for("extraction"))
+
+
+@pytest.mark.parametrize(
+    ("bad", "key"),
+    [
+        ({"targets": "all"}, r"targets"),
+        ({"batchsize": 8}, r"batchsize"),
+        pytest.param(
+            {"batch_size": 0},
+            r"batch_size",
+        ),
+    ],
+)
+def test_bad_parameters_are_refused_naming_the_key_before_any_work(params_for, bad, key):
+    with pytest.raises((ValidationError, InputError), match=key):
+        extract_image_outputs(None, None, None, params_for("extraction", bad))

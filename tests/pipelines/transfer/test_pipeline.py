@@ -1,0 +1,107 @@
+"""The transfer pipeline run by SequentialRunner on an in-memory catalog."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import pytest
+import torch
+from matplotlib.figure import Figure
+
+from niwt_pipeline.pipelines.transfer.pipeline import create_pipeline
+
+INPUTS = {
+    "backbone_weights",
+    "backbone_spec",
+    "backbone_split",
+    "images",
+    "classes",
+    "domain_knowledge",
+    "image_outputs",
+    "predicted_importance",
+    "mapper_report",
+    "ingestion_summary",
+    "params:transfer",
+}
+OUTPUTS = {
+    "transfer_report",
+    "baseline_report",
+    "gzsl_metrics",
+    "gzsl_mlflow_metrics",
+    "seen_unseen_curve_plot",
+    "confusion_matrix_plot",
+}
+INTERMEDIATES = {"reference_cache", "niwt_rows", "baseline_models", "test_scores", "calibration"}
+NODES = {"cache_reference", "transfer_niwt_rows", "fit_baselines", "score_methods", "report_gzsl"}
+
+
+def test_pipeline_contract():
+    pipeline = create_pipeline()
+
+    assert pipeline.inputs() == INPUTS
+    assert pipeline.outputs() == OUTPUTS
+    assert pipeline.all_outputs() == OUTPUTS | INTERMEDIATES
+    assert {n.name for n in pipeline.nodes} == NODES
+
+
+def test_pipeline_reads_only_what_earlier_pipelines_write():
+    """``kedro run --pipeline=transfer`` restarts from persisted outputs of the others."""
+    from niwt_pipeline.pipelines.backbone.pipeline import create_pipeline as backbone
+    from niwt_pipeline.pipelines.extraction.pipeline import create_pipeline as extraction
+    from niwt_pipeline.pipelines.importance.pipeline import create_pipeline as importance
+    from niwt_pipeline.pipelines.ingestion.pipeline import create_pipeline as ingestion
+    from niwt_pipeline.pipelines.mapping.pipeline import create_pipeline as mapping
+
+    upstream = set().union(
+        *(p().all_outputs() for p in (ingestion, backbone, extraction, importance, mapping))
+    )
+
+    assert {name for name in INPUTS if not name.startswith("params:")} <= upstream
+
+
+@pytest.fixture(scope="module")
+def outputs(run_pipeline, chain, params_for):
+    produced = run_pipeline(
+        create_pipeline(),
+        {
+            "backbone_weights": chain.backbone_weights,
+            "backbone_spec": chain.backbone_spec,
+            "backbone_split": chain.backbone_split,
+            "images": chain.images,
+            "classes": chain.classes,
+            "domain_knowledge": chain.domain_knowledge,
+            "image_outputs": chain.image_outputs,
+            "predicted_importance": chain.predicted_importance,
+            "mapper_report": chain.mapper_report,
+            "ingestion_summary": chain.ingestion_summary,
+            "params:transfer": params_for("transfer"),
+        },
+    )
+    yield produced
+    plt.close(produced["seen_unseen_curve_plot"])
+    plt.close(produced["confusion_matrix_plot"])
+
+
+def test_run_returns_every_output(outputs):
+    assert set(outputs) == OUTPUTS | INTERMEDIATES
+    assert isinstance(outputs["seen_unseen_curve_plot"], Figure)
+    assert isinstance(outputs["confusion_matrix_plot"], Figure)
+
+
+def test_run_writes_the_metrics_contract(outputs, chain):
+    metrics = outputs["gzsl_metrics"]
+
+    assert metrics["dataset"] == "attribute_world"
+    assert metrics["backbone"] == {"arch": "small_cnn", "layer": "block3"}
+    assert set(metrics["methods"]) == {"niwt", "weight_regression", "eszsl"}
+    assert set(outputs["gzsl_mlflow_metrics"]) >= {"niwt.H", "eszsl.ausuc"}
+    assert outputs["baseline_report"] == chain.baseline_report
+
+
+def test_run_equals_the_direct_node_calls(outputs, chain):
+    for name, value in chain.niwt_rows.items():
+        assert torch.equal(outputs["niwt_rows"][name], value), name
+    for name, value in chain.test_scores.items():
+        assert torch.equal(outputs["test_scores"][name], value), name
+    assert outputs["calibration"] == chain.calibration
+    assert outputs["gzsl_metrics"] == chain.gzsl_metrics
+    assert outputs["gzsl_mlflow_metrics"] == chain.gzsl_mlflow_metrics

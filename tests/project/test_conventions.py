@@ -1,0 +1,82 @@
+"""Project conventions: named nodes, declared intermediates with layers, scoped parameters."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from kedro.framework.project import configure_project, pipelines
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+NAMED_PIPELINES = {"ingestion", "backbone", "extraction", "importance", "mapping", "transfer"}
+HOOK_WRITTEN = {"run_timings", "stage_timing_metrics"}
+
+
+@pytest.fixture(scope="module")
+def registry():
+    configure_project("niwt_pipeline")
+    return dict(pipelines)
+
+
+@pytest.fixture(scope="module")
+def base_catalog() -> dict:
+    """Every entry of conf/base/catalog*.yml (Kedro reads all of them)."""
+    entries: dict = {}
+    for path in sorted((REPO_ROOT / "conf" / "base").glob("catalog*.yml")):
+        entries.update(yaml.safe_load(path.read_text()) or {})
+    return entries
+
+
+def test_named_pipelines_are_registered(registry):
+    assert NAMED_PIPELINES <= set(registry)
+    everything = set().union(*(registry[name].nodes for name in NAMED_PIPELINES))
+    assert set(registry["__default__"].nodes) == everything
+
+
+def test_every_node_has_an_explicit_name(registry):
+    for node in registry["__default__"].nodes:
+        assert node.name == node.func.__name__, f"node {node.name} should be named after its function"
+        assert not re.search(r"\(\[.*\]\)", node.name)
+
+
+def test_every_dataset_is_declared_with_a_layer(registry, base_catalog):
+    used = {
+        name
+        for name in registry["__default__"].datasets()
+        if not name.startswith("params:") and name != "parameters"
+    }
+    undeclared = sorted(used - set(base_catalog))
+    assert not undeclared, f"datasets used by pipelines but not in conf/base/catalog*.yml: {undeclared}"
+    unused = sorted(set(base_catalog) - used - HOOK_WRITTEN)
+    assert not unused, f"catalog entries no pipeline uses: {unused}"
+    for name, entry in base_catalog.items():
+        layer = (entry.get("metadata") or {}).get("kedro-viz", {}).get("layer")
+        assert layer, f"catalog entry {name} has no kedro-viz layer"
+
+
+def test_each_pipeline_reads_only_its_own_parameter_block(registry):
+    for name in NAMED_PIPELINES:
+        for node in registry[name].nodes:
+            for item in node.inputs:
+                if item.startswith("params:"):
+                    block = item.removeprefix("params:").split(".")[0]
+                    assert block == name, f"node {node.name} of {name} reads params:{block}"
+
+
+def test_every_parameter_block_belongs_to_a_pipeline_or_the_runtime():
+    blocks = set()
+    for path in (REPO_ROOT / "conf").glob("*/parameters*.yml"):
+        blocks |= set(yaml.safe_load(path.read_text()) or {})
+    assert blocks <= NAMED_PIPELINES | {"runtime"}, blocks - NAMED_PIPELINES
+
+
+def test_base_parameters_validate():
+    from niwt_pipeline.params import validate_parameters
+
+    params: dict = {}
+    for path in sorted((REPO_ROOT / "conf" / "base").glob("parameters*.yml")):
+        params.update(yaml.safe_load(path.read_text()))
+    typed = validate_parameters(params)
+    assert set(typed) == NAMED_PIPELINES - {"importance"} | {"runtime"}
