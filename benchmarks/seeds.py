@@ -77,8 +77,11 @@ def main() -> None:
         runs = []
         for seed in args.seeds:
             runs.append(run_seed(seed, args.env, args.params, Path(tmp)))
-            print(f"seed {seed}: {runs[-1]['wall_seconds']:.0f} s, "
-                  f"peak {runs[-1]['peak_rss_mb']:.0f} MB", flush=True)
+            print(
+                f"seed {seed}: {runs[-1]['wall_seconds']:.0f} s, "
+                f"peak {runs[-1]['peak_rss_mb']:.0f} MB",
+                flush=True,
+            )
     metrics = runs[0]["metrics"]
     lines = [
         f"Dataset `{metrics['dataset']}`, domain knowledge: {metrics['domain_knowledge']}, "

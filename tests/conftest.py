@@ -12,7 +12,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("NIWT_SHARED_DATA", REPO_ROOT.parent / "shared" / "data")).resolve()
+SHARED_DATA = Path(
+    os.environ.get("NIWT_SHARED_DATA", REPO_ROOT.parent / "shared" / "data")
+).resolve()
 
 
 def _require(path: Path) -> Path:

@@ -28,13 +28,12 @@ class UpstreamCheckHook:
     """Fails fast, naming the pipeline to run first, when a run's inputs were never produced.
 
     ``kedro run --pipeline=transfer`` on a fresh clone would otherwise fail deep inside a
-    node; this checks every free input of the pipeline before anything runs.
+    node; this checks every free input of the pipeline before anything runs (``tryfirst``:
+    also before other plugins' hooks, so no MLflow run is opened for a run that cannot start).
     """
 
-    @hook_impl
+    @hook_impl(tryfirst=True)
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
-        from kedro.framework.project import pipelines
-
         from niwt_pipeline.core.errors import InputError
 
         missing = [
@@ -49,8 +48,7 @@ class UpstreamCheckHook:
             return
         producers = {
             output: pipe_name
-            for pipe_name, pipe in pipelines.items()
-            if pipe_name != "__default__"
+            for pipe_name, pipe in _every_pipeline().items()
             for output in pipe.all_outputs()
         }
         lines = [
@@ -60,6 +58,20 @@ class UpstreamCheckHook:
         raise InputError(
             "this run needs outputs that no earlier run has saved:\n" + "\n".join(lines)
         )
+
+
+def _every_pipeline() -> dict[str, Any]:
+    """Every named pipeline of the project (Kedro loads only the one being run)."""
+    import importlib
+    import pkgutil
+
+    import niwt_pipeline.pipelines as package
+
+    return {
+        info.name: importlib.import_module(f"{package.__name__}.{info.name}").create_pipeline()
+        for info in pkgutil.iter_modules(package.__path__)
+        if info.ispkg
+    }
 
 
 class RuntimeHook:

@@ -44,6 +44,7 @@ class IngestionParams(_Block):
 def _schemas() -> dict[str, Any]:
     """Block name -> pydantic model or library dataclass (imported lazily: torch is heavy)."""
     from niwt_pipeline.pipelines.backbone.nodes import BackboneParams
+    from niwt_pipeline.pipelines.explanation.nodes import ExplanationParams
     from niwt_pipeline.pipelines.extraction.nodes import ExtractionParams
     from niwt_pipeline.pipelines.mapping.nodes import MappingParams
     from niwt_pipeline.pipelines.transfer.nodes import TransferParams
@@ -55,6 +56,7 @@ def _schemas() -> dict[str, Any]:
         "extraction": ExtractionParams,
         "mapping": MappingParams,
         "transfer": TransferParams,
+        "explanation": ExplanationParams,
     }
 
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
+from kedro.framework.project import configure_project
+from kedro.framework.session import KedroSession
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -18,6 +22,11 @@ def _scratch_project(root: Path) -> Path:
     catalog (data/, the sqlite MLflow store) lands inside it, never in the repository.
     """
     shutil.copytree(REPO_ROOT / "conf", root / "conf")
+    # An absolute store: MLflow caches one database engine per URI for the whole process.
+    mlflow_yml = root / "conf" / "base" / "mlflow.yml"
+    mlflow_yml.write_text(
+        mlflow_yml.read_text().replace("sqlite:///mlflow.db", f"sqlite:///{root}/mlflow.db")
+    )
     shutil.copy(REPO_ROOT / "pyproject.toml", root / "pyproject.toml")
     shutil.copytree(REPO_ROOT / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__"))
     (root / "data").mkdir()
@@ -34,3 +43,22 @@ def project_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def fresh_project(tmp_path: Path) -> Path:
     """A scratch project of the test's own."""
     return _scratch_project(tmp_path / "project")
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``kedro run --env=test`` once for the session in a scratch project (with a copy of
+    the notebook); ``wall_seconds.txt`` in it records how long the run took."""
+    root = _scratch_project(tmp_path_factory.mktemp("finished"))
+    shutil.copytree(REPO_ROOT / "notebooks", root / "notebooks")
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        configure_project("niwt_pipeline")
+        started = time.perf_counter()
+        with KedroSession.create(project_path=root, env="test") as session:
+            session.run()
+        (root / "wall_seconds.txt").write_text(f"{time.perf_counter() - started:.1f}")
+    finally:
+        os.chdir(cwd)
+    return root

@@ -10,7 +10,15 @@ import yaml
 from kedro.framework.project import configure_project, pipelines
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-NAMED_PIPELINES = {"ingestion", "backbone", "extraction", "importance", "mapping", "transfer"}
+NAMED_PIPELINES = {
+    "ingestion",
+    "backbone",
+    "extraction",
+    "importance",
+    "mapping",
+    "transfer",
+    "explanation",
+}
 HOOK_WRITTEN = {"run_timings", "stage_timing_metrics"}
 
 
@@ -37,7 +45,9 @@ def test_named_pipelines_are_registered(registry):
 
 def test_every_node_has_an_explicit_name(registry):
     for node in registry["__default__"].nodes:
-        assert node.name == node.func.__name__, f"node {node.name} should be named after its function"
+        assert node.name == node.func.__name__, (
+            f"node {node.name} should be named after its function"
+        )
         assert not re.search(r"\(\[.*\]\)", node.name)
 
 
@@ -48,7 +58,9 @@ def test_every_dataset_is_declared_with_a_layer(registry, base_catalog):
         if not name.startswith("params:") and name != "parameters"
     }
     undeclared = sorted(used - set(base_catalog))
-    assert not undeclared, f"datasets used by pipelines but not in conf/base/catalog*.yml: {undeclared}"
+    assert not undeclared, (
+        f"datasets used by pipelines but not in conf/base/catalog*.yml: {undeclared}"
+    )
     unused = sorted(set(base_catalog) - used - HOOK_WRITTEN)
     assert not unused, f"catalog entries no pipeline uses: {unused}"
     for name, entry in base_catalog.items():
@@ -72,11 +84,18 @@ def test_every_parameter_block_belongs_to_a_pipeline_or_the_runtime():
     assert blocks <= NAMED_PIPELINES | {"runtime"}, blocks - NAMED_PIPELINES
 
 
-def test_base_parameters_validate():
-    from niwt_pipeline.params import validate_parameters
+@pytest.mark.parametrize("env", ["local", "test", "cub", "cub_sentences", "awa2", "text", "own"])
+def test_every_environment_s_parameters_validate(env):
+    from kedro.config import OmegaConfigLoader
 
-    params: dict = {}
-    for path in sorted((REPO_ROOT / "conf" / "base").glob("parameters*.yml")):
-        params.update(yaml.safe_load(path.read_text()))
-    typed = validate_parameters(params)
+    from niwt_pipeline.params import validate_parameters
+    from niwt_pipeline.settings import CONFIG_LOADER_ARGS
+
+    loader = OmegaConfigLoader(
+        str(REPO_ROOT / "conf"),
+        base_env=CONFIG_LOADER_ARGS["base_env"],
+        default_run_env=env,
+        merge_strategy=CONFIG_LOADER_ARGS["merge_strategy"],
+    )
+    typed = validate_parameters(loader["parameters"])
     assert set(typed) == NAMED_PIPELINES - {"importance"} | {"runtime"}

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import time
 from pathlib import Path
 
 import pytest
@@ -25,31 +23,20 @@ def _run(project_dir: Path, pipeline: str | None = None, params: dict | None = N
         session.run(pipeline_name=pipeline)
 
 
-@pytest.fixture(scope="module")
-def full_run(project_dir: Path) -> Path:
-    """``kedro run --env=test`` once for the module; returns the project folder."""
-    cwd = os.getcwd()
-    os.chdir(project_dir)
-    try:
-        started = time.perf_counter()
-        _run(project_dir)
-        (project_dir / "wall_seconds.txt").write_text(f"{time.perf_counter() - started:.1f}")
-    finally:
-        os.chdir(cwd)
-    return project_dir
-
-
 def test_transfer_alone_on_a_fresh_project_names_the_pipeline_to_run_first(
     fresh_project, monkeypatch
 ):
     monkeypatch.chdir(fresh_project)
-    with pytest.raises(InputError, match=r"kedro run --pipeline=backbone"):
+    import mlflow
+
+    with pytest.raises(InputError, match=r"backbone_weights: run `kedro run --pipeline=backbone`"):
         _run(fresh_project, "transfer")
+    assert mlflow.active_run() is None
     assert not (fresh_project / "data" / "08_reporting" / "gzsl_metrics.json").exists()
 
 
-def test_full_run_writes_the_metrics_contract(full_run: Path):
-    metrics = json.loads((full_run / "data/08_reporting/gzsl_metrics.json").read_text())
+def test_finished_run_writes_the_metrics_contract(finished_run: Path):
+    metrics = json.loads((finished_run / "data/08_reporting/gzsl_metrics.json").read_text())
     assert metrics["dataset"] == "attribute_world"
     assert metrics["backbone"]["arch"] == "small_cnn"
     assert set(metrics["methods"]) == {"niwt", "weight_regression", "eszsl"}
@@ -58,44 +45,46 @@ def test_full_run_writes_the_metrics_contract(full_run: Path):
         for key in ("S", "U", "H", "zsl_top1", "ausuc", "H_calibrated"):
             assert 0.0 <= values[key] <= 100.0, (name, key, values[key])
     for plot in ("seen_unseen_curve.png", "confusion_matrix.png"):
-        assert (full_run / "data/08_reporting" / plot).stat().st_size > 1000
+        assert (finished_run / "data/08_reporting" / plot).stat().st_size > 1000
 
 
-def test_full_run_is_fast_enough(full_run: Path):
-    assert float((full_run / "wall_seconds.txt").read_text()) < 120
+def test_finished_run_is_fast_enough(finished_run: Path):
+    assert float((finished_run / "wall_seconds.txt").read_text()) < 120
 
 
-def test_full_run_is_logged_to_mlflow(full_run: Path):
-    with sqlite3.connect(full_run / "mlflow.db") as db:
+def test_finished_run_is_logged_to_mlflow(finished_run: Path):
+    with sqlite3.connect(finished_run / "mlflow.db") as db:
         keys = {row[0] for row in db.execute("select key from metrics")}
         params = {row[0] for row in db.execute("select key from params")}
-    assert {"niwt.H", "niwt.ausuc", "eszsl.H", "weight_regression.H"} <= keys
+    assert {"gzsl.niwt.H", "gzsl.niwt.ausuc", "gzsl.eszsl.H", "gzsl.weight_regression.H"} <= keys
     assert "backbone.seen_accuracy" in keys and "mapper.heldout_cosine" in keys
     assert any(key.startswith("seconds.") for key in keys)
     assert any(key.startswith("transfer.niwt.") for key in params)
-    artifacts = {p.name for p in (full_run / "mlartifacts").rglob("*") if p.is_file()}
+    artifacts = {p.name for p in (finished_run / "mlartifacts").rglob("*") if p.is_file()}
     assert {"gzsl_metrics.json", "seen_unseen_curve.png", "niwt_rows.safetensors"} <= artifacts
 
 
-def test_transfer_reruns_alone_and_leaves_upstream_untouched(full_run: Path, monkeypatch):
-    monkeypatch.chdir(full_run)
-    upstream = full_run / "data/06_models/backbone.safetensors"
+def test_transfer_reruns_alone_and_leaves_upstream_untouched(finished_run: Path, monkeypatch):
+    monkeypatch.chdir(finished_run)
+    upstream = finished_run / "data/06_models/backbone.safetensors"
     before = upstream.stat().st_mtime_ns
-    metrics_file = full_run / "data/08_reporting/gzsl_metrics.json"
+    metrics_file = finished_run / "data/08_reporting/gzsl_metrics.json"
     metrics_before = metrics_file.stat().st_mtime_ns
-    _run(full_run, "transfer", {"transfer": {"niwt": {"lr": 0.05}}})
+    _run(finished_run, "transfer", {"transfer": {"niwt": {"lr": 0.05}}})
     assert upstream.stat().st_mtime_ns == before
     assert metrics_file.stat().st_mtime_ns > metrics_before
-    report = json.loads((full_run / "data/08_reporting/transfer_report.json").read_text())
+    report = json.loads((finished_run / "data/08_reporting/transfer_report.json").read_text())
     assert report["config"]["lr"] == 0.05
 
 
-def test_bad_parameters_stop_the_run_before_it_touches_earlier_outputs(full_run: Path, monkeypatch):
-    monkeypatch.chdir(full_run)
-    metrics_file = full_run / "data/08_reporting/gzsl_metrics.json"
+def test_bad_parameters_stop_the_run_before_it_touches_earlier_outputs(
+    finished_run: Path, monkeypatch
+):
+    monkeypatch.chdir(finished_run)
+    metrics_file = finished_run / "data/08_reporting/gzsl_metrics.json"
     before = metrics_file.read_bytes()
     with pytest.raises(InputError, match=r"transfer\.niwt"):
-        _run(full_run, "transfer", {"transfer": {"niwt": {"lr": -1.0}}})
+        _run(finished_run, "transfer", {"transfer": {"niwt": {"lr": -1.0}}})
     assert metrics_file.read_bytes() == before
 
 

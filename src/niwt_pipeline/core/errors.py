@@ -23,6 +23,8 @@ def where(path: str | Path, line: int | None = None, key: str | None = None) -> 
     return text
 
 
-def fail(path: str | Path, message: str, *, line: int | None = None, key: str | None = None) -> InputError:
+def fail(
+    path: str | Path, message: str, *, line: int | None = None, key: str | None = None
+) -> InputError:
     """Build an :class:`InputError` located at ``path`` (use as ``raise fail(...)``)."""
     return InputError(f"{where(path, line, key)}: {message}")

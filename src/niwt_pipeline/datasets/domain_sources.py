@@ -36,7 +36,7 @@ class _SourceDataset(AbstractDataset[None, Any]):
 
 
 class NativeAttributesSource(_SourceDataset):
-    """The class attributes that come with the dataset layout (CUB, AWA2, own ``attributes.csv``)."""
+    """The class attributes that come with the layout (CUB, AWA2, own ``attributes.csv``)."""
 
     _source = "NativeAttributes"
 

@@ -89,7 +89,11 @@ class AttributeWorldDataset(AbstractDataset[None, RawDataset]):
     """
 
     def __init__(
-        self, *, path: str, world: dict[str, Any] | None = None, metadata: dict[str, Any] | None = None
+        self,
+        *,
+        path: str,
+        world: dict[str, Any] | None = None,
+        metadata: dict[str, Any] | None = None,
     ) -> None:
         self._path = Path(path)
         self._world = dict(world or {})

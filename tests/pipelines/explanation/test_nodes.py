@@ -199,7 +199,9 @@ def _visualise(upstream, explained, params):
     )
 
 
-def test_visualise_explanations_maps_a_few_images_per_class(upstream, explained, explanation_params):
+def test_visualise_explanations_maps_a_few_images_per_class(
+    upstream, explained, explanation_params
+):
     params = {**explanation_params, "visual": {"images_per_class": 2, "max_classes": 3}}
     examples, figure = _visualise(upstream, explained, params)
     side = upstream["backbone_spec"]["image_size"]
@@ -222,7 +224,7 @@ def test_visualise_explanations_skips_a_class_without_test_images(
     params = {**explanation_params, "visual": {"images_per_class": 1, "max_classes": 2}}
     examples, _ = _visualise(upstream, explained[explained["true_class_id"] != dropped], params)
     name = unseen["name"].iloc[0]
-    assert f"class {name} has no test images: skipped" in caplog.text
+    assert f"class {name} has no test images to explain: skipped" in caplog.text
     chosen = explained.set_index("image_id").loc[examples["image_id"].numpy(), "true_class_id"]
     assert dropped not in chosen.tolist() and len(chosen) == 2
 
@@ -298,6 +300,34 @@ def test_score_explanations_without_image_attributes_uses_the_true_class(
     assert textual["precision_at_k"]["all"]["random"] == pytest.approx(expected)
 
 
+def test_score_explanations_with_attributes_of_other_dimensions_uses_the_true_class(
+    upstream, named, explained, explanation_params
+):
+    attributes = upstream["image_attributes"]
+    other = attributes.rename(columns={c: f"x_{c}" for c in attributes.columns[1:]})
+    metrics, _ = _score(upstream, named, explained, explanation_params, image_attributes=other)
+    textual = metrics["textual"]
+    assert textual["source_of_truth"] == "class_attributes_thresholded"
+    assert textual["truth_description"].startswith(
+        "the per-image attributes do not match the domain-knowledge dimensions"
+    )
+
+
+def test_explain_predictions_notes_classes_without_test_images(
+    upstream, explanation_params, caplog
+):
+    caplog.set_level(logging.INFO)
+    scores = upstream["test_scores"]
+    images = upstream["images"].set_index("image_id")
+    first_class = images.loc[scores["image_id"].numpy(), "class_id"].to_numpy() == 0
+    keep = torch.as_tensor(~first_class)
+    fewer = {key: value[keep] for key, value in scores.items()}
+    explained = _explain(upstream, explanation_params, test_scores=fewer)
+    assert 0 not in explained["true_class_id"].tolist()
+    name = upstream["classes"].set_index("class_id").loc[0, "name"]
+    assert f"1 class(es) without test images to explain, skipped: {name}" in caplog.text
+
+
 def test_score_explanations_writes_valid_json_when_a_group_is_empty(
     upstream, named, explained, explanation_params
 ):
@@ -313,7 +343,9 @@ def test_score_explanations_writes_valid_json_when_a_group_is_empty(
 
 
 # ---------------------------------------------------------------------------- report
-def test_build_run_report_is_one_self_contained_page(upstream, named, explained, explanation_params):
+def test_build_run_report_is_one_self_contained_page(
+    upstream, named, explained, explanation_params
+):
     examples, _ = _visualise(upstream, explained, explanation_params)
     metrics, _ = _score(upstream, named, explained, explanation_params)
     page = build_run_report(

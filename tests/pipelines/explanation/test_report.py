@@ -46,13 +46,21 @@ LABELS = np.array([0, 1, 1, 2])
 
 def _names() -> pd.DataFrame:
     rows = []
-    for source, dims in (("mapper", [["a", "b"], ["c", "d"]]), ("covariation", [["b", "x"], ["y", "z"]])):
+    for source, dims in (
+        ("mapper", [["a", "b"], ["c", "d"]]),
+        ("covariation", [["b", "x"], ["y", "z"]]),
+    ):
         for neuron, ranked in enumerate(dims):
             for rank, dim in enumerate(ranked, start=1):
                 rows.append(
-                    {"source": source, "neuron": neuron, "rank": rank, "dimension": dim,
-                     "score": 1.0 / rank + neuron}
-                )  # fmt: skip
+                    {
+                        "source": source,
+                        "neuron": neuron,
+                        "rank": rank,
+                        "dimension": dim,
+                        "score": 1.0 / rank + neuron,
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -88,7 +96,9 @@ def test_html_table_escapes_and_formats():
 
 
 def test_gzsl_views_per_class_accuracy_is_exact():
-    views = gzsl_views({"niwt": SCORES, "eszsl": SCORES}, LABELS, CLASSES, {"niwt": 0.0, "eszsl": 1.5})
+    views = gzsl_views(
+        {"niwt": SCORES, "eszsl": SCORES}, LABELS, CLASSES, {"niwt": 0.0, "eszsl": 1.5}
+    )
     table = views.per_class.set_index("class_id")
     assert table["n_test_images"].tolist() == [1, 2, 1, 0]
     assert table.loc[0, "niwt"] == 100.0 and table.loc[1, "niwt"] == 50.0
@@ -131,7 +141,12 @@ def page() -> str:
             "truth_description": "the true attributes",
             "gamma": 0.0,
             "precision_at_k": {
-                "unseen": {"n_correct": 1, "correct": 0.667, "random_correct": 0.2, "n_incorrect": 0}
+                "unseen": {
+                    "n_correct": 1,
+                    "correct": 0.667,
+                    "random_correct": 0.2,
+                    "n_incorrect": 0,
+                }
             },
         },
     }

@@ -22,12 +22,11 @@ def load_rgb(path: str | Path) -> Image.Image:
     if not path.is_file():
         raise fail(path, "image file not found")
     try:
-        with Image.open(path) as img:
-            img.load()
-            mode = img.mode
+        with Image.open(path) as opened:
+            opened.load()
+            img, mode = opened, opened.mode
             if mode == "P" and "transparency" in img.info:
-                img = img.convert("RGBA")
-                mode = "RGBA"
+                img, mode = img.convert("RGBA"), "RGBA"
             if mode in ("RGBA", "LA", "PA"):
                 rgba = img.convert("RGBA")
                 background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

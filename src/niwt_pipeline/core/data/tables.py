@@ -1,8 +1,9 @@
 """The in-memory form every reader returns, and the canonical table schema.
 
 Every layout reader (CUB-200-2011, AWA2, the project's own layout, the generated
-attribute world) returns a :class:`RawDataset`.  :func:`niwt_pipeline.core.data.canonical.canonicalise`
-turns it (plus a domain-knowledge table) into the three canonical tables:
+attribute world) returns a :class:`RawDataset`.
+:func:`niwt_pipeline.core.data.canonical.canonicalise` turns it (plus a domain-knowledge
+table) into the three canonical tables:
 
 ``images``            image_id (int64), path (str, absolute), class_id (int64), split (str)
 ``classes``           class_id (int64), name (str), seen (bool)

@@ -215,7 +215,7 @@ def name_neurons(
 # ---------------------------------------------------------------------------------------
 # Textual explanations
 # ---------------------------------------------------------------------------------------
-def explain_predictions(  # noqa: PLR0917 - Kedro passes node inputs positionally
+def explain_predictions(
     image_outputs: dict[str, Any],
     images: pd.DataFrame,
     classes: pd.DataFrame,
@@ -259,6 +259,13 @@ def explain_predictions(  # noqa: PLR0917 - Kedro passes node inputs positionall
     table["predicted_class_id"] = predicted
     table = sample_rows(table, options.max_images, options.seed)
     _require_image_files(table["path"].tolist())
+    without = sorted(set(class_ids.tolist()) - set(table["class_id"].tolist()))
+    if without:
+        logger.info(
+            "textual explanations: %d class(es) without test images to explain, skipped: %s",
+            len(without),
+            ", ".join(class_name[c] for c in without[:10]) + (", ..." if len(without) > 10 else ""),
+        )
 
     rows = _rows_for(_class_rows(split, spec, niwt_rows), table["predicted_class_id"].to_numpy())
     inverse = InverseMap.from_state(inverse_map_weights)
@@ -351,7 +358,9 @@ def _choose_classes(classes: pd.DataFrame, explained: pd.DataFrame, max_classes:
             if int(cid) in has_images:
                 pool.append(int(cid))
             else:
-                logger.info("visual explanations: class %s has no test images: skipped", name)
+                logger.info(
+                    "visual explanations: class %s has no test images to explain: skipped", name
+                )
         pools[seen] = pool
     n_unseen = min(len(pools[False]), math.ceil(max_classes / 2))
     n_seen = min(len(pools[True]), max_classes - n_unseen)
@@ -359,7 +368,7 @@ def _choose_classes(classes: pd.DataFrame, explained: pd.DataFrame, max_classes:
     return pools[False][:n_unseen] + pools[True][:n_seen]
 
 
-def visualise_explanations(  # noqa: PLR0917 - Kedro passes node inputs positionally
+def visualise_explanations(
     textual_explanations: pd.DataFrame,
     classes: pd.DataFrame,
     backbone_weights: dict[str, Any],
@@ -518,7 +527,7 @@ def _flatten(prefix: str, values: dict[str, Any]) -> dict[str, dict[str, float]]
     return out
 
 
-def score_explanations(  # noqa: PLR0917 - Kedro passes node inputs positionally
+def score_explanations(
     neuron_names: pd.DataFrame,
     textual_explanations: pd.DataFrame,
     image_attributes: pd.DataFrame,
@@ -670,7 +679,7 @@ def _timings(
     return out
 
 
-def build_run_report(  # noqa: PLR0917 - Kedro passes node inputs positionally
+def build_run_report(
     ingestion_summary: dict[str, Any],
     gzsl_metrics: dict[str, Any],
     test_scores: dict[str, Any],

@@ -14,7 +14,12 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(
                 fit_importance_mapper,
                 inputs=["image_importance", "domain_knowledge", "classes", "params:mapping"],
-                outputs=["mapper_weights", "predicted_importance", "mapper_report", "mapper_metrics"],
+                outputs=[
+                    "mapper_weights",
+                    "predicted_importance",
+                    "mapper_report",
+                    "mapper_metrics",
+                ],
                 name="fit_importance_mapper",
             ),
             Node(

@@ -111,7 +111,9 @@ def cache_reference(
         )
         return {"activations": activations}
     gram = reference_gram(split.head, activations.to(device), batch_size=ref.batch_size)
-    logger.info("reference cache: G for %d images, %s (%.0f MB)", len(table), tuple(gram.shape), gram_mb)
+    logger.info(
+        "reference cache: G for %d images, %s (%.0f MB)", len(table), tuple(gram.shape), gram_mb
+    )
     return {"gram": gram.cpu()}
 
 
@@ -140,8 +142,10 @@ def transfer_niwt_rows(
     k_cols = channel_columns(sum(c.startswith("k_") for c in predicted_importance.columns))
     sources = {"gram": reference_cache.get("gram")}
     if sources["gram"] is None:
-        sources = {"head": rebuild_split(spec, backbone_weights).head,
-                   "activations": reference_cache["activations"]}
+        sources = {
+            "head": rebuild_split(spec, backbone_weights).head,
+            "activations": reference_cache["activations"],
+        }
 
     def run(targets: pd.DataFrame, keep_seen: np.ndarray):
         result = transfer_rows(
@@ -153,12 +157,15 @@ def transfer_niwt_rows(
         )
         return result, targets["class_id"].to_numpy(dtype=np.int64)
 
-    final = predicted_importance[(predicted_importance["role"] == "final") & ~predicted_importance["seen"]]
+    final = predicted_importance[
+        (predicted_importance["role"] == "final") & ~predicted_importance["seen"]
+    ]
     calib = predicted_importance[predicted_importance["role"] == "calibration"]
     unseen_result, unseen_ids = run(final, np.ones(len(seen_ids), dtype=bool))
     calib_result, calib_ids = run(calib, ~np.isin(seen_ids, calib["class_id"].to_numpy()))
     logger.info(
-        "NIWT transfer: %d unseen rows in %d steps (%s, loss %.4f); %d calibration rows in %d steps",
+        "NIWT transfer: %d unseen rows in %d steps (%s, loss %.4f); "
+        "%d calibration rows in %d steps",
         len(unseen_ids),
         unseen_result.steps,
         unseen_result.stopped_reason,
@@ -201,7 +208,10 @@ def _features(image_outputs: dict[str, Any], images: pd.DataFrame) -> pd.DataFra
 
 def _dk(domain_knowledge: pd.DataFrame) -> np.ndarray:
     return (
-        domain_knowledge.set_index("class_id").sort_index().drop(columns="name").to_numpy(np.float64)
+        domain_knowledge.set_index("class_id")
+        .sort_index()
+        .drop(columns="name")
+        .to_numpy(np.float64)
     )
 
 
@@ -239,7 +249,9 @@ def fit_baselines(
         ("calibration_", seen_ids[~np.isin(seen_ids, calib_ids)], calib_ids),
     ):
         keep = np.isin(seen_ids, fit_ids)  # fit_ids keeps the classifier's row order
-        w_new, b_new = ridge_rows(dk[fit_ids], weight[keep], bias[keep], dk[new_ids], options.ridge_alpha)
+        w_new, b_new = ridge_rows(
+            dk[fit_ids], weight[keep], bias[keep], dk[new_ids], options.ridge_alpha
+        )
         models[f"{name}ridge_class_id"] = torch.as_tensor(new_ids)
         models[f"{name}ridge_weight"] = torch.as_tensor(np.asarray(w_new))
         models[f"{name}ridge_bias"] = torch.as_tensor(np.asarray(b_new))
@@ -312,7 +324,9 @@ def score_methods(
         gamma = calibrate(scores, val_problem)
         calibration[method] = {
             "gamma": gamma,
-            **{k: v for k, v in evaluate_scores(scores, val_problem, gamma).items() if k != "curve"},
+            **{
+                k: v for k, v in evaluate_scores(scores, val_problem, gamma).items() if k != "curve"
+            },
         }
 
     test = table["split"].isin(["test_seen", "test_unseen"]).to_numpy()
@@ -343,9 +357,7 @@ def report_gzsl(
         scores = test_scores[method].numpy().astype(np.float64)
         result = evaluate_scores(scores, problem, calibration["methods"][method]["gamma"])
         curves[method] = result.pop("curve")
-        methods[method] = {
-            k: (100 * v if k not in ("gamma",) else v) for k, v in result.items()
-        }
+        methods[method] = {k: (100 * v if k not in ("gamma",) else v) for k, v in result.items()}
         for key, value in methods[method].items():
             mlflow_metrics[f"{method}.{key}"] = {"value": float(value), "step": 0}
         logger.info(
@@ -374,7 +386,5 @@ def report_gzsl(
     gamma = calibration["methods"]["niwt"]["gamma"]
     predicted = (niwt - gamma * (~problem.unseen_columns)).argmax(axis=1)
     confusion = confusion_matrix(predicted, problem.labels, len(all_ids))
-    confusion_plot = plot_confusion(
-        confusion, ordered["name"].tolist(), ~problem.unseen_columns
-    )
+    confusion_plot = plot_confusion(confusion, ordered["name"].tolist(), ~problem.unseen_columns)
     return metrics, mlflow_metrics, curve_plot, confusion_plot
