@@ -44,6 +44,7 @@ def run_seed(seed: int, env: str, extra: str, workdir: Path) -> dict:
     timings = json.loads((reporting / "run_timings.json").read_text())
     return {
         "metrics": json.loads((reporting / "gzsl_metrics.json").read_text()),
+        "explanations": json.loads((reporting / "explanation_metrics.json").read_text()),
         "wall_seconds": wall,
         "peak_rss_mb": timings["peak_rss_mb"],
         "stage_seconds": timings["stage_seconds"],
@@ -63,6 +64,37 @@ def table(runs: list[dict]) -> str:
             values = np.array([r["metrics"]["methods"][method][key] for r in runs])
             cells.append(f"{values.mean():.1f} +- {values.std():.1f}")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def explanation_table(runs: list[dict]) -> str:
+    """Markdown: precision@k of textual explanations (correct / incorrect predictions, seen /
+    unseen classes) against the random-attribute baseline, and neuron-name agreement."""
+    k = runs[0]["explanations"]["top_k"]
+
+    def stat(values: list[float]) -> str:
+        return f"{np.mean(values):.3f} +- {np.std(values):.3f}"
+
+    lines = [
+        f"| precision@{k} | explanation | random attributes | n images (seed 0) |",
+        "|---|---|---|---|",
+    ]
+    for part in ("unseen", "seen"):
+        for outcome in ("correct", "incorrect"):
+            scores = [r["explanations"]["textual"]["precision_at_k"][part] for r in runs]
+            explained = stat([s[outcome] for s in scores])
+            chance = stat([s[f"random_{outcome}"] for s in scores])
+            n = scores[0][f"n_{outcome}"]
+            lines.append(
+                f"| {part} classes, {outcome} predictions | {explained} | {chance} | {n} |"
+            )
+    names = [r["explanations"]["neuron_names"] for r in runs]
+    lines += [
+        "",
+        f"Neuron names, mapper vs co-variation top-{k} agreement: "
+        f"{stat([n['agreement'] for n in names])} "
+        f"(chance {stat([n['random_baseline'] for n in names])}).",
+    ]
     return "\n".join(lines)
 
 
@@ -89,6 +121,8 @@ def main() -> None:
         f"seeds {args.seeds}; accuracies in percent, mean +- std over seeds.",
         "",
         table(runs),
+        "",
+        explanation_table(runs),
         "",
         "| seed | wall time (s) | peak memory (MB) |",
         "|---|---|---|",

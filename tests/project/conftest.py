@@ -14,6 +14,20 @@ from kedro.framework.session import KedroSession
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.fixture(scope="session")
+def named_pipelines() -> set[str]:
+    """The project's named pipelines (``__default__`` runs them all)."""
+    return {
+        "ingestion",
+        "backbone",
+        "extraction",
+        "importance",
+        "mapping",
+        "transfer",
+        "explanation",
+    }
+
+
 def _scratch_project(root: Path) -> Path:
     """Lay out a runnable project at ``root``: the repo's ``conf/`` and ``pyproject.toml``,
     a copy of ``src`` (Kedro wants it inside the project) and an empty ``data/``.

@@ -10,15 +10,6 @@ import yaml
 from kedro.framework.project import configure_project, pipelines
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-NAMED_PIPELINES = {
-    "ingestion",
-    "backbone",
-    "extraction",
-    "importance",
-    "mapping",
-    "transfer",
-    "explanation",
-}
 HOOK_WRITTEN = {"run_timings", "stage_timing_metrics"}
 
 
@@ -37,9 +28,9 @@ def base_catalog() -> dict:
     return entries
 
 
-def test_named_pipelines_are_registered(registry):
-    assert NAMED_PIPELINES <= set(registry)
-    everything = set().union(*(registry[name].nodes for name in NAMED_PIPELINES))
+def test_named_pipelines_are_registered(registry, named_pipelines):
+    assert named_pipelines <= set(registry)
+    everything = set().union(*(registry[name].nodes for name in named_pipelines))
     assert set(registry["__default__"].nodes) == everything
 
 
@@ -68,8 +59,8 @@ def test_every_dataset_is_declared_with_a_layer(registry, base_catalog):
         assert layer, f"catalog entry {name} has no kedro-viz layer"
 
 
-def test_each_pipeline_reads_only_its_own_parameter_block(registry):
-    for name in NAMED_PIPELINES:
+def test_each_pipeline_reads_only_its_own_parameter_block(registry, named_pipelines):
+    for name in named_pipelines:
         for node in registry[name].nodes:
             for item in node.inputs:
                 if item.startswith("params:"):
@@ -77,15 +68,15 @@ def test_each_pipeline_reads_only_its_own_parameter_block(registry):
                     assert block == name, f"node {node.name} of {name} reads params:{block}"
 
 
-def test_every_parameter_block_belongs_to_a_pipeline_or_the_runtime():
+def test_every_parameter_block_belongs_to_a_pipeline_or_the_runtime(named_pipelines):
     blocks = set()
     for path in (REPO_ROOT / "conf").glob("*/parameters*.yml"):
         blocks |= set(yaml.safe_load(path.read_text()) or {})
-    assert blocks <= NAMED_PIPELINES | {"runtime"}, blocks - NAMED_PIPELINES
+    assert blocks <= named_pipelines | {"runtime"}, blocks - named_pipelines
 
 
 @pytest.mark.parametrize("env", ["local", "test", "cub", "cub_sentences", "awa2", "text", "own"])
-def test_every_environment_s_parameters_validate(env):
+def test_every_environment_s_parameters_validate(env, named_pipelines):
     from kedro.config import OmegaConfigLoader
 
     from niwt_pipeline.params import validate_parameters
@@ -98,4 +89,4 @@ def test_every_environment_s_parameters_validate(env):
         merge_strategy=CONFIG_LOADER_ARGS["merge_strategy"],
     )
     typed = validate_parameters(loader["parameters"])
-    assert set(typed) == NAMED_PIPELINES - {"importance"} | {"runtime"}
+    assert set(typed) == named_pipelines - {"importance"} | {"runtime"}
