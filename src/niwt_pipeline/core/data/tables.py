@@ -56,3 +56,16 @@ class RawDataset:
     descriptions: pd.DataFrame | None = None
     image_attributes: pd.DataFrame | None = None
     notes: list[str] = field(default_factory=list)
+
+
+def domain_knowledge_by_class(domain_knowledge: pd.DataFrame) -> pd.DataFrame:
+    """The canonical ``domain_knowledge`` table as ``(C, A)``: indexed by ``class_id``
+    (sorted, so row ``c`` is class ``c``), one column per dimension (``name`` dropped).
+
+    Raises:
+        ValueError: when the class ids are not exactly ``0..C-1``.
+    """
+    table = domain_knowledge.set_index("class_id").sort_index().drop(columns="name")
+    if not (table.index.to_numpy() == range(len(table))).all():
+        raise ValueError("domain_knowledge: class ids must be 0..C-1")
+    return table

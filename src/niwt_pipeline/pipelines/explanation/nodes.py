@@ -19,6 +19,7 @@ import torch
 from matplotlib.figure import Figure
 from pydantic import BaseModel, ConfigDict, Field
 
+from niwt_pipeline.core.data.tables import domain_knowledge_by_class
 from niwt_pipeline.core.errors import InputError
 from niwt_pipeline.core.explain import (
     NAME_COLUMNS,
@@ -88,14 +89,9 @@ class ExplanationParams(BaseModel):
 # ---------------------------------------------------------------------------------------
 # Helpers: unpacking the persisted inputs
 # ---------------------------------------------------------------------------------------
-def _dk_table(domain_knowledge: pd.DataFrame) -> pd.DataFrame:
-    """``(C, A)`` domain knowledge indexed by class id, in the mapper's column order."""
-    return domain_knowledge.set_index("class_id").sort_index().drop(columns="name")
-
-
 def _dimension_names(domain_knowledge: pd.DataFrame) -> tuple[list[str], bool]:
     """The dimension names and whether they came from the table (False: ``dim_000``..)."""
-    columns = list(_dk_table(domain_knowledge).columns)
+    columns = list(domain_knowledge_by_class(domain_knowledge).columns)
     names = dimension_names(columns)
     return names, names == [str(c) for c in columns]
 
@@ -173,7 +169,7 @@ def name_neurons(
     """
     options = ExplanationParams(**params)
     started = time.perf_counter()
-    dk = _dk_table(domain_knowledge)
+    dk = domain_knowledge_by_class(domain_knowledge)
     names, named = _dimension_names(domain_knowledge)
     _check_top_k(options.top_k, len(names))
     columns = [c for c in image_importance.columns if c.startswith("k_")]
@@ -467,7 +463,7 @@ def _truth(
     explained: pd.DataFrame, image_attributes: pd.DataFrame, domain_knowledge: pd.DataFrame
 ) -> tuple[pd.DataFrame, np.ndarray, dict[str, str]]:
     """The explained images that can be scored, their 0/1 truth ``(N, A)`` and its source."""
-    dk = _dk_table(domain_knowledge)
+    dk = domain_knowledge_by_class(domain_knowledge)
     columns = [str(c) for c in dk.columns]
     attributes = [c for c in image_attributes.columns if c != "image_id"]
     if len(image_attributes) and sorted(attributes) == sorted(columns):
@@ -556,7 +552,7 @@ def score_explanations(
     )
     scored, truth, source = _truth(textual_explanations, image_attributes, domain_knowledge)
     ids = scored[[f"dimension_id_{r + 1}" for r in range(k)]].to_numpy(dtype=np.int64)
-    dk = _dk_table(domain_knowledge)
+    dk = domain_knowledge_by_class(domain_knowledge)
     position = {int(c): j for j, c in enumerate(dk.index)}
     prior_scores = dk.to_numpy(dtype=np.float64)[
         [position[int(c)] for c in scored["predicted_class_id"]]

@@ -11,6 +11,7 @@ import pandas as pd
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from niwt_pipeline.core.data.tables import domain_knowledge_by_class
 from niwt_pipeline.core.mapper import LinearMapper, MapperConfig, fit_inverse_map, fit_mapper
 from niwt_pipeline.core.modelio import choose_classes
 from niwt_pipeline.pipelines.importance.nodes import channel_columns
@@ -33,14 +34,6 @@ class MappingParams(BaseModel):
     inverse_ridge_alpha: float = Field(1.0, ge=0)
 
 
-def _dk_matrix(domain_knowledge: pd.DataFrame) -> np.ndarray:
-    """(C, A) float32 domain knowledge, row ``c`` = class id ``c``."""
-    table = domain_knowledge.set_index("class_id").sort_index().drop(columns="name")
-    if not np.array_equal(table.index.to_numpy(), np.arange(len(table))):
-        raise ValueError("domain_knowledge: class ids must be 0..C-1")
-    return table.to_numpy(dtype=np.float32)
-
-
 def fit_importance_mapper(
     image_importance: pd.DataFrame,
     domain_knowledge: pd.DataFrame,
@@ -57,7 +50,7 @@ def fit_importance_mapper(
         report (JSON); MLflow metrics.
     """
     options = MappingParams(**params)
-    dk = _dk_matrix(domain_knowledge)
+    dk = domain_knowledge_by_class(domain_knowledge).to_numpy(dtype=np.float32)
     columns = [c for c in image_importance.columns if c.startswith("k_")]
     importance = image_importance[columns].to_numpy(dtype=np.float32)
     labels = image_importance["class_id"].to_numpy()
@@ -118,7 +111,7 @@ def fit_inverse_mapper(
 ) -> dict[str, torch.Tensor]:
     """Ridge map importance -> domain knowledge, fitted on the seen images (for explanations)."""
     options = MappingParams(**params)
-    dk = _dk_matrix(domain_knowledge)
+    dk = domain_knowledge_by_class(domain_knowledge).to_numpy(dtype=np.float32)
     columns = [c for c in image_importance.columns if c.startswith("k_")]
     inverse = fit_inverse_map(
         image_importance[columns].to_numpy(dtype=np.float32),

@@ -12,6 +12,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from niwt_pipeline.core.baselines import eszsl_fit, eszsl_scores, eszsl_select, ridge_rows
+from niwt_pipeline.core.data.tables import domain_knowledge_by_class
 from niwt_pipeline.core.gzsl import (
     calibrate,
     evaluate_scores,
@@ -206,15 +207,6 @@ def _features(image_outputs: dict[str, Any], images: pd.DataFrame) -> pd.DataFra
     return images.set_index("image_id").loc[order].reset_index()
 
 
-def _dk(domain_knowledge: pd.DataFrame) -> np.ndarray:
-    return (
-        domain_knowledge.set_index("class_id")
-        .sort_index()
-        .drop(columns="name")
-        .to_numpy(np.float64)
-    )
-
-
 def fit_baselines(
     image_outputs: dict[str, Any],
     images: pd.DataFrame,
@@ -232,7 +224,7 @@ def fit_baselines(
     spec = BackboneSpec.from_dict(backbone_spec)
     weight, bias, seen_ids = _seen_rows(backbone_weights, spec)
     weight, bias = weight.numpy().astype(np.float64), bias.numpy().astype(np.float64)
-    dk = _dk(domain_knowledge)
+    dk = domain_knowledge_by_class(domain_knowledge).to_numpy(np.float64)
     calib_ids = np.asarray(mapper_report["calibration_class_ids"], dtype=np.int64)
     unseen_ids = np.setdiff1d(np.arange(len(dk)), seen_ids)
 
@@ -291,7 +283,7 @@ def score_methods(
     spec = BackboneSpec.from_dict(backbone_spec)
     weight, bias, seen_ids = _seen_rows(backbone_weights, spec)
     seen_rows = rows_by_class(weight.numpy(), bias.numpy(), seen_ids)
-    dk = _dk(domain_knowledge)
+    dk = domain_knowledge_by_class(domain_knowledge).to_numpy(np.float64)
     all_ids = classes.sort_values("class_id")["class_id"].to_numpy(dtype=np.int64)
     table = _features(image_outputs, images)
     features = image_outputs["features"].numpy().astype(np.float64)
