@@ -25,6 +25,7 @@ def named_pipelines() -> set[str]:
         "mapping",
         "transfer",
         "explanation",
+        "export",
     }
 
 

@@ -1,4 +1,5 @@
-"""Kedro datasets for the project: raw dataset layouts, domain-knowledge sources, tensors.
+"""Kedro datasets for the project: raw dataset layouts, domain-knowledge sources, tensors,
+and the xlsa17 export folder.
 
 These are thin adapters from catalog entries to the library in ``niwt_pipeline.core``; swapping
 the dataset or the domain-knowledge source is a change of catalog entry, never of code.
@@ -11,6 +12,7 @@ from niwt_pipeline.datasets.domain_sources import (
     TextEmbeddingsSource,
     Xlsa17AttributesSource,
 )
+from niwt_pipeline.datasets.export import Xlsa17ExportDataset
 from niwt_pipeline.datasets.raw_sources import (
     AttributeWorldDataset,
     AWA2Dataset,
@@ -30,4 +32,5 @@ __all__ = [
     "SafetensorsDataset",
     "TextEmbeddingsSource",
     "Xlsa17AttributesSource",
+    "Xlsa17ExportDataset",
 ]
