@@ -52,8 +52,8 @@ class CUBDataset(_ReadOnlyLayout):
 
         raw_source:
           type: niwt_pipeline.datasets.CUBDataset
-          path: ../shared/data/CUB              # holds CUB_200_2011/ and attributes.txt
-          splits_file: ../shared/data/xlsa17/data/CUB/att_splits.mat
+          path: /data/CUB                      # holds CUB_200_2011/ and attributes.txt
+          splits_file: /data/xlsa17/data/CUB/att_splits.mat
     """
 
     def _read(self) -> RawDataset:
