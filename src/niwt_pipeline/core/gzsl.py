@@ -10,13 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from niwt_pipeline.core.metrics import (
-    ausuc,
-    choose_gamma,
-    gzsl_evaluate,
-    seen_unseen_curve,
-    zsl_top1,
-)
+from niwt_pipeline.core.metrics import choose_gamma, gzsl_report
 
 
 def row_scores(
@@ -71,30 +65,29 @@ def problem_for(image_class_ids: np.ndarray, class_ids: np.ndarray, unseen_ids) 
 
 
 def evaluate_scores(scores: np.ndarray, problem: GZSLProblem, gamma: float) -> dict:
-    """S, U, H uncalibrated; ZSL top-1; AUSUC and its curve; H at the given ``gamma``.
+    """S, U, H uncalibrated; ZSL top-1; AUSUC and its curve; S, U, H at the given ``gamma``.
 
     Accuracies are fractions in [0, 1]; ``gamma`` was chosen elsewhere, without test data.
     """
-    seen_mask = ~problem.unseen_columns
-    plain = gzsl_evaluate(scores, problem.labels, seen_mask, problem.image_is_unseen, gamma=0.0)
-    calibrated = gzsl_evaluate(
-        scores, problem.labels, seen_mask, problem.image_is_unseen, gamma=gamma
+    report = gzsl_report(
+        scores,
+        problem.labels,
+        ~problem.unseen_columns,
+        problem.image_is_unseen,
+        gamma=gamma,
+        with_curve=True,
     )
-    gammas, s_curve, u_curve = seen_unseen_curve(
-        scores, problem.labels, seen_mask, problem.image_is_unseen
-    )
-    unseen_classes = np.flatnonzero(problem.unseen_columns)
     return {
-        "S": plain["S"],
-        "U": plain["U"],
-        "H": plain["H"],
-        "zsl_top1": zsl_top1(scores, problem.labels, unseen_classes),
-        "ausuc": ausuc(s_curve, u_curve),
-        "S_calibrated": calibrated["S"],
-        "U_calibrated": calibrated["U"],
-        "H_calibrated": calibrated["H"],
-        "gamma": float(gamma),
-        "curve": {"S": np.asarray(s_curve).tolist(), "U": np.asarray(u_curve).tolist()},
+        "S": report["S_uncalibrated"],
+        "U": report["U_uncalibrated"],
+        "H": report["H_uncalibrated"],
+        "zsl_top1": report["zsl_top1"],
+        "ausuc": report["ausuc"],
+        "S_calibrated": report["S"],
+        "U_calibrated": report["U"],
+        "H_calibrated": report["H"],
+        "gamma": report["gamma"],
+        "curve": report["curve"],
     }
 
 

@@ -301,13 +301,19 @@ def gzsl_report(
     seen_mask: np.ndarray,
     is_unseen_image: np.ndarray | None = None,
     gamma: float = 0.0,
-) -> dict[str, float]:
-    """Everything at once: S, U, H at ``gamma`` and at 0, ZSL top-1 and AUSUC (fractions)."""
+    *,
+    with_curve: bool = False,
+) -> dict:
+    """Everything at once: S, U, H at ``gamma`` and at 0, ZSL top-1 and AUSUC (fractions).
+
+    With ``with_curve``, also ``"curve": {"S": [...], "U": [...]}``, the seen-unseen curve
+    the AUSUC was computed from.
+    """
     sc, y, seen, unseen_img = _check_gzsl(scores, labels, seen_mask, is_unseen_image)
     at_gamma = gzsl_evaluate(sc, y, seen, unseen_img, gamma)
     at_zero = gzsl_evaluate(sc, y, seen, unseen_img, 0.0)
     _, s_curve, u_curve = seen_unseen_curve(sc, y, seen, unseen_img)
-    return {
+    report = {
         "S": at_gamma["S"],
         "U": at_gamma["U"],
         "H": at_gamma["H"],
@@ -318,6 +324,9 @@ def gzsl_report(
         "zsl_top1": zsl_top1(sc, y, np.flatnonzero(~seen)),
         "ausuc": ausuc(s_curve, u_curve),
     }
+    if with_curve:
+        report["curve"] = {"S": np.asarray(s_curve).tolist(), "U": np.asarray(u_curve).tolist()}
+    return report
 
 
 def confusion_matrix(pred: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:

@@ -32,6 +32,7 @@ import numpy as np
 import scipy.io
 from safetensors.numpy import load_file, save_file
 
+from niwt_pipeline.core.data.atomic import swap_into_place
 from niwt_pipeline.core.data.tables import SPLITS
 from niwt_pipeline.core.data.xlsa17 import (
     SPLIT_KEYS,
@@ -224,7 +225,7 @@ def export_xlsa17(
             },
             str(tmp / CLASSIFIER_FILE),
         )
-        _replace(tmp, folder)
+        swap_into_place(tmp, folder)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -237,22 +238,6 @@ def export_xlsa17(
         folder,
     )
     return folder
-
-
-def _replace(tmp: Path, folder: Path) -> None:
-    """Move ``tmp`` to ``folder``; an existing ``folder`` is swapped out, then removed."""
-    if not folder.exists():
-        tmp.rename(folder)
-        return
-    old = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".old"))
-    old.rmdir()
-    folder.rename(old)
-    try:
-        tmp.rename(folder)
-    except BaseException:
-        old.rename(folder)
-        raise
-    shutil.rmtree(old)
 
 
 def read_xlsa17_export(folder: str | Path) -> Xlsa17Export:

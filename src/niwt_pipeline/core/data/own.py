@@ -49,6 +49,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from niwt_pipeline.core.data.atomic import swap_into_place
 from niwt_pipeline.core.data.tables import SPLITS, RawDataset
 from niwt_pipeline.core.errors import fail
 
@@ -526,21 +527,6 @@ def _write_tables(
         )
 
 
-def _swap_into_place(new: Path, root: Path) -> None:
-    """Rename ``new`` to ``root``; an existing ``root`` is removed only once ``new`` is in place."""
-    if not root.exists():
-        new.rename(root)
-        return
-    old = root.parent / f".{root.name}.{uuid.uuid4().hex}.old"
-    root.rename(old)
-    try:
-        new.rename(root)
-    except BaseException:
-        old.rename(root)
-        raise
-    shutil.rmtree(old)
-
-
 def write_own_layout(
     root: str | Path,
     *,
@@ -598,7 +584,7 @@ def write_own_layout(
         listed = set(splits["relpath"])
         _write_images(new / "images", images, listed)
         raw = read_own_layout(new)
-        _swap_into_place(new, root)
+        swap_into_place(new, root)
     except BaseException:
         shutil.rmtree(new, ignore_errors=True)
         raise

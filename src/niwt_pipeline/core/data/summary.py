@@ -6,7 +6,8 @@ from typing import Any
 
 import pandas as pd
 
-from niwt_pipeline.core.data.tables import SPLITS, RawDataset
+from niwt_pipeline.core.data.canonical import subset_summary
+from niwt_pipeline.core.data.tables import RawDataset
 
 
 def image_attribute_table(raw: RawDataset, images: pd.DataFrame) -> pd.DataFrame:
@@ -38,16 +39,13 @@ def _relative(path: str, raw: RawDataset) -> str:
 def summarise(
     raw: RawDataset, images: pd.DataFrame, classes: pd.DataFrame, domain_knowledge: pd.DataFrame
 ) -> dict[str, Any]:
-    """A JSON-ready summary of what ingestion produced."""
-    counts = images["split"].value_counts()
+    """A JSON-ready summary of what ingestion produced (the counts of
+    :func:`~niwt_pipeline.core.data.canonical.subset_summary`, plus names and notes)."""
     return {
         "dataset": raw.name,
         "root": str(raw.root),
-        "n_classes": int(len(classes)),
-        "n_seen": int(classes["seen"].sum()),
-        "n_unseen": int((~classes["seen"]).sum()),
+        **subset_summary(images, classes),
         "unseen_classes": classes.loc[~classes["seen"], "name"].tolist(),
-        "images_per_split": {s: int(counts.get(s, 0)) for s in SPLITS},
         "domain_knowledge_dims": int(domain_knowledge.shape[1] - 2),
         "notes": list(raw.notes),
     }
