@@ -13,7 +13,7 @@ export TRANSFORMERS_OFFLINE := 1
 export OMP_WAIT_POLICY := PASSIVE
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup run test lint viz mlflow-ui clean-data
+.PHONY: setup run test lint viz mlflow-ui clean-data benchmarks
 
 setup: $(STAMP)
 
@@ -35,6 +35,10 @@ lint: setup
 
 viz: setup
 	$(BIN)/kedro viz run --autoreload
+
+benchmarks: setup
+	$(BIN)/python -m pip install --quiet -c requirements.lock -r benchmarks/requirements.txt
+	$(BIN)/python benchmarks/run_all.py $(ARGS)
 
 mlflow-ui: setup
 	$(BIN)/kedro mlflow ui

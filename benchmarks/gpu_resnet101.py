@@ -103,7 +103,18 @@ def main() -> None:
     )
     _sync(device)
     results["naive"].timings["wall"] = time.perf_counter() - t0
+    ls_config = TransferConfig(solver="least_squares", ls_alpha=1e-3, progress=False)
+    _sync(device)
+    t0 = time.perf_counter()
+    least_squares = transfer_rows(target, w, b, ls_config, gram=gram)
+    _sync(device)
+    ls_seconds = time.perf_counter() - t0
     print(f"\nG for {args.reference_images} images ({tuple(gram.shape)}): {gram_seconds:.1f} s")
+    print(
+        f"\nleast-squares solver, {args.unseen} rows from G (moments, solve and loss): "
+        f"{ls_seconds:.2f} s; mean cosine loss {least_squares.best_loss:.4f} vs "
+        f"{results['gram'].best_loss:.4f} after {args.steps} Adam steps"
+    )
     print(f"\n| transfer, {args.unseen} rows, {args.steps} steps | s/step | max |w - w_naive| |")
     print("|---|---|---|")
     for label, r in results.items():

@@ -103,16 +103,20 @@ class StageTimingHook:
     """Measures each node's wall time and the process's peak memory.
 
     Each node's seconds go to the ``stage_timing_metrics`` catalog entry (MLflow) as the node
-    finishes; at the end of the run all timings and the peak memory go to ``run_timings``.
+    finishes; at the end of the run all timings, the peak memory reached by the end of each
+    node (``stage_peak_rss_mb``, so the node that raised it shows) and the run's peak go to
+    ``run_timings``.
     """
 
     def __init__(self) -> None:
         self._started: dict[str, float] = {}
         self.timings: dict[str, float] = {}
+        self.peaks: dict[str, float] = {}
 
     @hook_impl
     def before_pipeline_run(self) -> None:
         self.timings = {}
+        self.peaks = {}
 
     @hook_impl
     def before_node_run(self, node: Any) -> None:
@@ -122,13 +126,20 @@ class StageTimingHook:
     def after_node_run(self, node: Any, catalog: Any) -> None:
         seconds = time.perf_counter() - self._started.pop(node.name, time.perf_counter())
         self.timings[node.name] = round(seconds, 3)
-        logger.info("node %s took %.1f s (peak RSS %.0f MB)", node.name, seconds, peak_rss_mb())
+        self.peaks[node.name] = round(peak_rss_mb(), 1)
+        logger.info(
+            "node %s took %.1f s (peak RSS %.0f MB)", node.name, seconds, self.peaks[node.name]
+        )
         if "stage_timing_metrics" in catalog:
             catalog.save("stage_timing_metrics", {node.name: {"value": seconds, "step": 0}})
 
     @hook_impl
     def after_pipeline_run(self, run_params: dict[str, Any], catalog: Any) -> None:
-        summary = {"stage_seconds": self.timings, "peak_rss_mb": round(peak_rss_mb(), 1)}
+        summary = {
+            "stage_seconds": self.timings,
+            "stage_peak_rss_mb": self.peaks,
+            "peak_rss_mb": round(peak_rss_mb(), 1),
+        }
         logger.info(
             "run finished: %.1f s in nodes, peak RSS %.0f MB",
             sum(self.timings.values()),

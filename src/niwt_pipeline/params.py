@@ -48,6 +48,7 @@ def _schemas() -> dict[str, Any]:
     from niwt_pipeline.pipelines.extraction.nodes import ExtractionParams
     from niwt_pipeline.pipelines.mapping.nodes import MappingParams
     from niwt_pipeline.pipelines.transfer.nodes import TransferParams
+    from niwt_pipeline.pipelines.validation.nodes import ValidationParams
 
     return {
         "runtime": RuntimeParams,
@@ -56,6 +57,7 @@ def _schemas() -> dict[str, Any]:
         "extraction": ExtractionParams,
         "mapping": MappingParams,
         "transfer": TransferParams,
+        "validation": ValidationParams,
         "explanation": ExplanationParams,
     }
 

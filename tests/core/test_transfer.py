@@ -11,6 +11,7 @@ from torch import nn
 from niwt_pipeline.core.transfer import (
     TransferConfig,
     eval_mode,
+    gram_moments,
     reference_gram,
     row_importance,
     transfer_rows,
@@ -170,6 +171,87 @@ def test_gram_and_head_paths_equal_naive_loop():
     assert head.training
     for module in (stem, head, clf):
         assert all(p.grad is None for p in module.parameters())
+
+
+# --- the least-squares solver ------------------------------------------------------------------
+
+
+def _sum_linear_problem():
+    """G(x) = P * M^T for every image (P = 4 positions), M invertible 3 x 3."""
+    m = torch.tensor([[2.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 3.0]], dtype=torch.float64)
+    head = SumLinear(m)
+    acts = torch.arange(2 * 3 * 2 * 2, dtype=torch.float64).reshape(2, 3, 2, 2) / 10
+    seen_w = torch.tensor([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0]], dtype=torch.float64)
+    seen_b = torch.tensor([0.5, -0.5], dtype=torch.float64)
+    target = torch.tensor([[1.0, 2.0, 2.0], [0.0, 3.0, 4.0]], dtype=torch.float64)
+    return head, acts, m, seen_w, seen_b, target
+
+
+def test_least_squares_rows_have_the_exact_closed_form():
+    head, acts, m, seen_w, seen_b, target = _sum_linear_problem()
+    g = _quiet(reference_gram, head, acts)
+    torch.testing.assert_close(g, (4 * m.T).expand(2, 3, 3))
+    cfg = TransferConfig(solver="least_squares", ls_alpha=0.0, rescale_rows=False, progress=False)
+    result = transfer_rows(target, seen_w, seen_b, cfg, gram=g)
+    # s = mean norm of the seen rows' importance P M^T w_s; w = (s / P) M^-T a / ||a||
+    s = (4 * m.T @ seen_w.T).norm(dim=0).mean()
+    unit = target / target.norm(dim=1, keepdim=True)
+    expected = (s / 4) * torch.linalg.solve(m.T, unit.T).T
+    torch.testing.assert_close(result.weight, expected, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(result.bias, seen_b.mean().expand(2))
+    assert result.best_loss == pytest.approx(0.0, abs=1e-12)  # importance matches exactly
+    assert (result.steps, result.stopped_reason) == (0, "closed_form")
+    rescaled = transfer_rows(
+        target, seen_w, seen_b, TransferConfig(**{**cfg.__dict__, "rescale_rows": True}), gram=g
+    )
+    torch.testing.assert_close(
+        rescaled.weight.norm(dim=1), seen_w.norm(dim=1).mean().expand(2), rtol=1e-12, atol=0
+    )
+
+
+def test_least_squares_ridge_pulls_rows_to_the_anchor():
+    head, acts, _, seen_w, seen_b, target = _sum_linear_problem()
+    g = _quiet(reference_gram, head, acts)
+    cfg = TransferConfig(solver="least_squares", ls_alpha=1e9, rescale_rows=False, progress=False)
+    anchor = torch.tensor([[1.0, 1.0, 1.0], [-1.0, 0.0, 2.0]], dtype=torch.float64)
+    pulled = transfer_rows(target, seen_w, seen_b, cfg, gram=g, anchor=anchor)
+    torch.testing.assert_close(pulled.weight, anchor, rtol=0, atol=1e-6)
+    to_mean = transfer_rows(target, seen_w, seen_b, cfg, gram=g)
+    torch.testing.assert_close(to_mean.weight, seen_w.mean(0).expand(2, 3), rtol=0, atol=1e-6)
+
+
+def test_least_squares_with_precomputed_moments_gives_the_same_rows():
+    head, acts, _, seen_w, seen_b, target = _sum_linear_problem()
+    g = _quiet(reference_gram, head, acts)
+    cfg = TransferConfig(solver="least_squares", ls_alpha=0.1, progress=False)
+    moments = gram_moments([g[:1], g[1:]], seen_w)  # streamed in two chunks
+    assert moments.n_images == 2
+    torch.testing.assert_close(moments.moment, torch.einsum("nkd,nke->de", g, g))
+    reused = transfer_rows(target, seen_w, seen_b, cfg, gram=g, moments=moments)
+    fresh = transfer_rows(target, seen_w, seen_b, cfg, gram=g)
+    torch.testing.assert_close(reused.weight, fresh.weight, rtol=0, atol=0)
+
+
+def test_least_squares_head_path_equals_gram_path():
+    stem, head, clf, images, target = make_net()
+    with torch.no_grad(), eval_mode(head):
+        acts = stem(images)
+    g = _quiet(reference_gram, head, acts)
+    cfg = TransferConfig(solver="least_squares", ls_alpha=1e-2, progress=False, chunk_size=3)
+    via_gram = transfer_rows(target, clf.weight, clf.bias, cfg, gram=g)
+    via_head = _quiet(
+        transfer_rows,
+        target,
+        clf.weight,
+        clf.bias,
+        TransferConfig(**{**cfg.__dict__, "method": "head"}),
+        head=head,
+        activations=acts,
+    )
+    assert (via_gram.method, via_head.method) == ("gram", "head")
+    torch.testing.assert_close(via_head.weight, via_gram.weight, rtol=1e-4, atol=1e-5)
+    assert via_head.best_loss == pytest.approx(via_gram.best_loss, abs=1e-5)
+    assert all(p.grad is None for p in head.parameters())
 
 
 def test_minibatches_and_chunks_give_the_same_rows():
@@ -353,6 +435,8 @@ def test_inputs_are_not_modified_and_dtype_follows_seen_rows():
         {"method": "fast"},
         {"optimizer": "lbfgs"},
         {"gram_mode": "both"},
+        {"solver": "newton"},
+        {"ls_alpha": -1.0},
     ],
 )
 def test_config_rejects_bad_values(bad):

@@ -41,12 +41,23 @@ TINY = {
     "importance": {},
     "mapping": {
         "mapper": {"max_epochs": 10, "patience": 3, "batch_size": 32, "n_heldout_classes": 1},
-        "calibration_classes": 1,
     },
     "transfer": {
         "device": "cpu",
         "reference": {"max_images": 32, "batch_size": 32},
         "niwt": {"max_steps": 20, "patience": 5, "progress": False},
+    },
+    "validation": {
+        "pseudo_unseen_classes": 2,
+        "reference_max_images": 16,
+        "mapper_grid": {"weight_decay": [0.0, 0.01]},
+        "niwt_grid": {  # every key of the base grid (grids merge key by key)
+            "solver": ["least_squares"],
+            "init": ["seen_centred"],
+            "ls_alpha": [0.001, 0.01],
+            "anchor": ["mean_seen"],
+        },
+        "fusion_grid": [0.0, 1.0],
     },
 }
 
@@ -133,6 +144,15 @@ class Chain:
     backbone_split: pd.DataFrame
     backbone_report: dict[str, Any]
     backbone_metrics: dict[str, Any]
+    validation_split: pd.DataFrame
+    validation_backbone_weights: dict[str, torch.Tensor]
+    validation_backbone_spec: dict[str, Any]
+    validation_backbone_report: dict[str, Any]
+    validation_image_outputs: dict[str, torch.Tensor]
+    validation_reference_cache: dict[str, torch.Tensor]
+    validation_choice: dict[str, Any]
+    validation_results: pd.DataFrame
+    validation_metrics: dict[str, Any]
     image_outputs: dict[str, torch.Tensor]
     image_importance: pd.DataFrame
     class_importance: pd.DataFrame
@@ -181,7 +201,8 @@ def train_seeded():
 
 @pytest.fixture(scope="session")
 def chain(raw_world: RawDataset, domain_source: NativeAttributes, params_for) -> Chain:
-    """ingestion -> backbone -> extraction -> importance -> mapping -> transfer, once."""
+    """ingestion -> backbone -> validation -> extraction -> importance -> mapping -> transfer,
+    once."""
     import matplotlib.pyplot as plt
 
     from niwt_pipeline.pipelines.extraction.nodes import extract_image_outputs
@@ -195,6 +216,13 @@ def chain(raw_world: RawDataset, domain_source: NativeAttributes, params_for) ->
         score_methods,
         transfer_niwt_rows,
     )
+    from niwt_pipeline.pipelines.validation.nodes import (
+        cache_validation_reference,
+        extract_validation_outputs,
+        select_hyperparameters,
+        split_for_validation,
+        train_validation_backbone,
+    )
 
     raw_dk, dk_info = build_domain_knowledge(raw_world, domain_source)
     images, classes, dk, image_attributes, summary = canonicalise_dataset(
@@ -203,21 +231,40 @@ def chain(raw_world: RawDataset, domain_source: NativeAttributes, params_for) ->
     weights, spec, split, backbone_report, backbone_metrics = _train_seeded(
         images, classes, params_for("backbone")
     )
-    outputs = extract_image_outputs(weights, spec, images, params_for("extraction"))
+    validation, mapping, transfer = (params_for(n) for n in ("validation", "mapping", "transfer"))
+    extraction = params_for("extraction")
+    val_split = split_for_validation(images, classes, split, validation)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(GLOBAL_SEED)
+        val_weights, val_spec, val_report = train_validation_backbone(
+            images, val_split, params_for("backbone")
+        )
+    val_outputs = extract_validation_outputs(val_weights, val_spec, images, val_split, extraction)
+    val_reference = cache_validation_reference(val_weights, val_spec, images, validation, transfer)
+    choice, val_results, val_metrics = select_hyperparameters(
+        val_outputs,
+        val_reference,
+        val_weights,
+        val_spec,
+        val_split,
+        dk,
+        validation,
+        mapping,
+        transfer,
+    )
+    outputs = extract_image_outputs(weights, spec, images, extraction)
     image_importance, class_importance = build_importance_tables(outputs, images)
-    mapping = params_for("mapping")
     mapper_weights, predicted, mapper_report, mapper_metrics = fit_importance_mapper(
-        image_importance, dk, classes, mapping
+        image_importance, dk, classes, choice, mapping
     )
     inverse = fit_inverse_mapper(image_importance, dk, mapping)
-    transfer = params_for("transfer")
     reference = cache_reference(weights, spec, images, transfer)
-    rows, transfer_report = transfer_niwt_rows(reference, predicted, weights, spec, transfer)
-    baselines, baseline_report = fit_baselines(
-        outputs, images, split, dk, weights, spec, mapper_report, transfer
+    baselines, baseline_report = fit_baselines(outputs, images, split, dk, weights, spec, transfer)
+    rows, transfer_report = transfer_niwt_rows(
+        reference, predicted, weights, spec, baselines, choice, transfer
     )
     scores, calibration = score_methods(
-        outputs, images, classes, split, dk, weights, spec, rows, baselines
+        outputs, images, classes, dk, weights, spec, rows, baselines, choice
     )
     metrics, mlflow_metrics, curve, confusion = report_gzsl(
         scores, calibration, images, classes, summary, spec
@@ -238,6 +285,15 @@ def chain(raw_world: RawDataset, domain_source: NativeAttributes, params_for) ->
         backbone_split=split,
         backbone_report=backbone_report,
         backbone_metrics=backbone_metrics,
+        validation_split=val_split,
+        validation_backbone_weights=val_weights,
+        validation_backbone_spec=val_spec,
+        validation_backbone_report=val_report,
+        validation_image_outputs=val_outputs,
+        validation_reference_cache=val_reference,
+        validation_choice=choice,
+        validation_results=val_results,
+        validation_metrics=val_metrics,
         image_outputs=outputs,
         image_importance=image_importance,
         class_importance=class_importance,

@@ -20,6 +20,7 @@ def named_pipelines() -> set[str]:
     return {
         "ingestion",
         "backbone",
+        "validation",
         "extraction",
         "importance",
         "mapping",

@@ -39,7 +39,11 @@ def test_finished_run_writes_the_metrics_contract(finished_run: Path):
     metrics = json.loads((finished_run / "data/08_reporting/gzsl_metrics.json").read_text())
     assert metrics["dataset"] == "attribute_world"
     assert metrics["backbone"]["arch"] == "small_cnn"
-    assert set(metrics["methods"]) == {"niwt", "weight_regression", "eszsl"}
+    assert set(metrics["methods"]) == {"niwt", "niwt_tuned", "weight_regression", "eszsl"}
+    choice = json.loads((finished_run / "data/07_model_output/validation_choice.json").read_text())
+    assert metrics["validation"]["niwt_tuned"] == choice["niwt_tuned"]
+    for name, values in metrics["methods"].items():  # every gamma is the validated one
+        assert values["gamma"] == choice["methods"][name]["gamma"], name
     for name, values in metrics["methods"].items():
         assert METHOD_KEYS <= set(values), name
         for key in ("S", "U", "H", "zsl_top1", "ausuc", "H_calibrated"):
@@ -58,10 +62,17 @@ def test_finished_run_is_logged_to_mlflow(finished_run: Path):
         params = {row[0] for row in db.execute("select key from params")}
     assert {"gzsl.niwt.H", "gzsl.niwt.ausuc", "gzsl.eszsl.H", "gzsl.weight_regression.H"} <= keys
     assert "backbone.seen_accuracy" in keys and "mapper.heldout_cosine" in keys
+    assert {"validation.niwt_tuned.H", "validation.eszsl.ausuc", "gzsl.niwt_tuned.H"} <= keys
     assert any(key.startswith("seconds.") for key in keys)
     assert any(key.startswith("transfer.niwt.") for key in params)
     artifacts = {p.name for p in (finished_run / "mlartifacts").rglob("*") if p.is_file()}
-    assert {"gzsl_metrics.json", "seen_unseen_curve.png", "niwt_rows.safetensors"} <= artifacts
+    assert {
+        "gzsl_metrics.json",
+        "seen_unseen_curve.png",
+        "niwt_rows.safetensors",
+        "validation_choice.json",
+        "validation_results.csv",
+    } <= artifacts
 
 
 def test_transfer_reruns_alone_and_leaves_upstream_untouched(finished_run: Path, monkeypatch):
@@ -113,3 +124,12 @@ def test_cub_subset_ingestion(fresh_project: Path, cub_root: Path, xlsa17_root: 
         "test_seen": 245,
         "test_unseen": 235,
     }
+
+
+def test_run_timings_give_every_node_its_time_and_the_peak_memory_after_it(finished_run: Path):
+    timings = json.loads((finished_run / "data/08_reporting/run_timings.json").read_text())
+    seconds, peaks = timings["stage_seconds"], timings["stage_peak_rss_mb"]
+
+    assert seconds and set(seconds) == set(peaks)  # (other tests re-run single pipelines)
+    assert all(value >= 0 for value in seconds.values())
+    assert 0 < max(peaks.values()) <= timings["peak_rss_mb"]

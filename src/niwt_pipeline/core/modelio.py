@@ -92,12 +92,14 @@ def image_loader(
     shuffle: bool = False,
     augment: bool = False,
     seed: int = 0,
+    num_workers: int = 0,
 ) -> DataLoader:
     """A loader over ``images`` (canonical table rows) preprocessed as ``spec`` says.
 
     Labels default to the classifier index of each image's class (``-1`` for classes the
     classifier does not have, e.g. unseen classes).  The loader's third item is the row
-    position in ``images``.
+    position in ``images``.  ``num_workers`` decode images in worker processes (the batches
+    and their order do not change).
     """
     if labels is None:
         mapping = seen_label_map(spec)
@@ -111,7 +113,7 @@ def image_loader(
         augment=augment,
         crop_fraction=spec.crop_fraction,
     )
-    return make_loader(dataset, batch_size, shuffle=shuffle, seed=seed)
+    return make_loader(dataset, batch_size, shuffle=shuffle, seed=seed, num_workers=num_workers)
 
 
 def stratified_holdout(class_ids: np.ndarray, fraction: float, seed: int) -> np.ndarray:

@@ -45,6 +45,7 @@ INITS = ("seen_centred", "mean_seen", "zeros")
 BIASES = ("mean_seen", "zeros")
 METHODS = ("gram", "head", "auto")
 OPTIMIZERS = ("adam", "sgd")
+SOLVERS = ("gradient", "least_squares")
 
 
 @dataclass
@@ -81,6 +82,14 @@ class TransferConfig:
         rescale_rows: after optimisation, rescale each new row to the mean L2 norm of the
             seen rows (the cosine loss leaves the norm free).
         progress: show a tqdm bar over the steps.
+        solver: ``"gradient"`` (the reference: minimise the cosine loss with ``optimizer``)
+            or ``"least_squares"``: the closed-form row minimising
+            ``sum_x ||G(x) w - s a||^2 + ls_alpha * tr(M)/D * ||w - anchor||^2`` with
+            ``M = sum_x G(x)^T G(x)`` and ``s`` the seen rows' mean importance norm, i.e. the
+            importance matched per reference image in L2 instead of by mean cosine; one
+            D x D solve for all rows, no steps (``lr``, ``lam``, ``init`` and the stopping
+            rule do not apply).
+        ls_alpha: ridge strength of the ``least_squares`` solver, relative to ``tr(M)/D``.
     """
 
     lr: float = 1e-3
@@ -101,8 +110,16 @@ class TransferConfig:
     head_vmap: bool = False
     rescale_rows: bool = False
     progress: bool = True
+    solver: str = "gradient"
+    ls_alpha: float = 1e-3
 
     def __post_init__(self) -> None:
+        if self.solver not in SOLVERS:
+            raise ValueError(
+                f"TransferConfig.solver: expected one of {SOLVERS}, got {self.solver!r}"
+            )
+        if self.ls_alpha < 0:
+            raise ValueError(f"TransferConfig.ls_alpha: expected >= 0, got {self.ls_alpha}")
         if self.lr <= 0:
             raise ValueError(f"TransferConfig.lr: expected > 0, got {self.lr}")
         if self.lam < 0:
@@ -513,6 +530,94 @@ def _optimise(
     )
 
 
+@dataclass
+class GramMoments:
+    """What the ``least_squares`` solver needs of G: ``moment`` (D, D) = sum_x G^T G,
+    ``total`` (K, D) = sum_x G, ``scale`` = the seen rows' mean importance norm, ``n_images``.
+    Independent of the targets, so one computation serves every candidate of a grid."""
+
+    moment: torch.Tensor
+    total: torch.Tensor
+    scale: float
+    n_images: int
+
+
+def gram_moments(
+    gram_chunks: Iterable[torch.Tensor], seen_weight: np.ndarray | torch.Tensor
+) -> GramMoments:
+    """Stream G (chunks of (n, K, D)) once into :class:`GramMoments` (float64)."""
+    w_seen = _as_tensor(seen_weight, torch.float64)
+    moment = total = None
+    norm_sum, n_images = 0.0, 0
+    for chunk in gram_chunks:
+        g = chunk.detach().to(dtype=torch.float64)
+        if moment is None:
+            w_seen = w_seen.to(g.device)
+            moment = torch.zeros(g.shape[2], g.shape[2], dtype=torch.float64, device=g.device)
+            total = torch.zeros(g.shape[1], g.shape[2], dtype=torch.float64, device=g.device)
+        moment += torch.einsum("nkd,nke->de", g, g)
+        total += g.sum(0)
+        norm_sum += float(torch.einsum("nkd,sd->nsk", g, w_seen).norm(dim=2).sum())
+        n_images += g.shape[0]
+    if moment is None or n_images == 0:
+        raise ValueError("transfer_rows(solver='least_squares'): no reference images")
+    return GramMoments(moment, total, norm_sum / (n_images * w_seen.shape[0]), n_images)
+
+
+def _least_squares(
+    problem: _Problem,
+    moments: GramMoments,
+    alpha_fn: AlphaFn,
+    config: TransferConfig,
+    *,
+    method: str,
+    setup_s: float,
+) -> TransferResult:
+    """The ``least_squares`` solver: solve for every row at once from the moments of G,
+    then report the mean cosine loss on the reference images."""
+    t0 = time.perf_counter()
+    dev = problem.init.device
+    moment, total = moments.moment.to(dev), moments.total.to(dev)
+    dim = moment.shape[0]
+    if total.shape != (problem.target_unit.shape[1], problem.init.shape[1]):
+        raise ValueError(
+            f"gram moments: expected ({problem.target_unit.shape[1]}, {problem.init.shape[1]}), "
+            f"got {tuple(total.shape)}"
+        )
+    ridge = config.ls_alpha * float(torch.trace(moment)) / dim
+    target = problem.target_unit.to(torch.float64)
+    rhs = moments.scale * total.T @ target.T + ridge * problem.anchor.to(torch.float64).T
+    system = moment + ridge * torch.eye(dim, dtype=torch.float64, device=dev)
+    weight = torch.linalg.lstsq(system, rhs).solution.T.to(problem.init.dtype)
+    with torch.no_grad():
+        loss = 0.0
+        for idx in torch.arange(moments.n_images).split(config.chunk_size or 256):
+            loss += float(_mean_cos_distance_sum(alpha_fn(weight, idx), problem.target_unit))
+        loss /= moments.n_images * weight.shape[0]
+    if config.rescale_rows:
+        weight = weight * (problem.seen_norm / weight.norm(dim=1, keepdim=True).clamp_min(_EPS))
+    seconds = time.perf_counter() - t0
+    logger.info(
+        "NIWT transfer (%s, least squares): %d rows from %d images, cosine loss %.5f, %.2f s",
+        method,
+        weight.shape[0],
+        moments.n_images,
+        loss,
+        seconds,
+    )
+    return TransferResult(
+        weight=weight.detach(),
+        bias=problem.bias,
+        history=[loss],
+        steps=0,
+        stopped_reason="closed_form",
+        best_step=0,
+        best_loss=loss,
+        method=method,
+        timings={"setup": setup_s, "optimise": seconds, "per_step": seconds},
+    )
+
+
 def _gram_alpha_fn(gram: torch.Tensor) -> AlphaFn:
     def alpha(weight: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         return torch.einsum("nkd,ud->nuk", gram[idx], weight)
@@ -551,6 +656,7 @@ def transfer_rows(
     init_weight: torch.Tensor | None = None,
     anchor: torch.Tensor | None = None,
     unseen_bias: torch.Tensor | None = None,
+    moments: GramMoments | None = None,
 ) -> TransferResult:
     """Optimise new classifier rows whose importance matches ``target_importance``.
 
@@ -564,6 +670,8 @@ def transfer_rows(
         init_weight: (U, D) start rows overriding ``config.init`` (e.g. ridge-predicted rows).
         anchor: (D,) or (U, D) rows the ``lam`` term pulls toward; default the mean seen row.
         unseen_bias: (U,) biases overriding ``config.bias``.
+        moments: :func:`gram_moments` of the same reference images, reused by the
+            ``least_squares`` solver instead of computing them again.
 
     Returns:
         :class:`TransferResult`; the head's train/eval flags and parameters are unchanged.
@@ -612,6 +720,12 @@ def transfer_rows(
                 f"gram: expected (N, {k}, {problem.init.shape[1]}), got {tuple(g.shape)}"
             )
         setup = time.perf_counter() - t0
+        if config.solver == "least_squares":
+            moments = moments or gram_moments([g], seen_weight)
+            setup = time.perf_counter() - t0
+            return _least_squares(
+                problem, moments, _gram_alpha_fn(g), config, method="gram", setup_s=setup
+            )
         return _optimise(
             problem,
             _gram_alpha_fn(g),
@@ -623,6 +737,24 @@ def transfer_rows(
         )
     with eval_mode(head):
         setup = time.perf_counter() - t0
+        if config.solver == "least_squares":
+            step = config.chunk_size or 32
+            if moments is None:
+                chunks = (
+                    reference_gram(
+                        head,
+                        acts[i : i + step],
+                        batch_size=step,
+                        mode=config.gram_mode,
+                        chunk_size=config.vmap_chunk_size,
+                        progress=False,
+                    )
+                    for i in range(0, acts.shape[0], step)
+                )
+                moments = gram_moments(chunks, seen_weight)
+            setup = time.perf_counter() - t0
+            alpha_fn = _head_alpha_fn(head, acts, config.head_vmap, config.vmap_chunk_size)
+            return _least_squares(problem, moments, alpha_fn, config, method="head", setup_s=setup)
         return _optimise(
             problem,
             _head_alpha_fn(head, acts, config.head_vmap, config.vmap_chunk_size),

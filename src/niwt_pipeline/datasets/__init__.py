@@ -1,5 +1,5 @@
 """Kedro datasets for the project: raw dataset layouts, domain-knowledge sources, tensors,
-and the xlsa17 export folder.
+resumable shard folders and the xlsa17 export folder.
 
 These are thin adapters from catalog entries to the library in ``niwt_pipeline.core``; swapping
 the dataset or the domain-knowledge source is a change of catalog entry, never of code.
@@ -19,6 +19,7 @@ from niwt_pipeline.datasets.raw_sources import (
     CUBDataset,
     OwnLayoutDataset,
 )
+from niwt_pipeline.datasets.shards import ShardStoreDataset
 from niwt_pipeline.datasets.tensors import SafetensorsDataset
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "NativeAttributesSource",
     "OwnLayoutDataset",
     "SafetensorsDataset",
+    "ShardStoreDataset",
     "TextEmbeddingsSource",
     "Xlsa17AttributesSource",
     "Xlsa17ExportDataset",

@@ -20,7 +20,15 @@ from kedro.pipeline import Pipeline
 from kedro.runner import SequentialRunner
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-UPSTREAM = ("ingestion", "backbone", "extraction", "importance", "mapping", "transfer")
+UPSTREAM = (
+    "ingestion",
+    "backbone",
+    "validation",
+    "extraction",
+    "importance",
+    "mapping",
+    "transfer",
+)
 
 
 class _KeptMemoryDataset(MemoryDataset):
@@ -65,7 +73,11 @@ def upstream(
 ) -> dict[str, Any]:
     """Every dataset the upstream pipelines produce for the ``test`` environment's world, by
     name (shared by the whole session: tests must not modify them)."""
-    from niwt_pipeline.datasets import AttributeWorldDataset, NativeAttributesSource
+    from niwt_pipeline.datasets import (
+        AttributeWorldDataset,
+        NativeAttributesSource,
+        ShardStoreDataset,
+    )
 
     random.seed(0)
     np.random.seed(0)
@@ -78,6 +90,7 @@ def upstream(
                 path=str(root / "world"), world=dict(test_config["globals"]["world"])
             ),
             "domain_knowledge_source": NativeAttributesSource(scale="max"),
+            "image_output_shards": ShardStoreDataset(path=str(root / "shards")),
             **{name: _KeptMemoryDataset() for name in pipeline.all_outputs()},
         }
     )

@@ -1,6 +1,8 @@
-"""Extraction node: one pass of the trained backbone over every image."""
+"""Extraction node: one pass of the trained backbone over every image, or resumable shards."""
 
 from __future__ import annotations
+
+import logging
 
 import numpy as np
 import pytest
@@ -9,6 +11,7 @@ from pydantic import ValidationError
 
 from niwt_pipeline.core.errors import InputError
 from niwt_pipeline.core.modelio import BackboneSpec, image_loader, rebuild_model
+from niwt_pipeline.core.shards import ShardStore
 from niwt_pipeline.pipelines.extraction.nodes import extract_image_outputs
 
 K = 128  # channels of small_cnn's block3
@@ -124,8 +127,92 @@ def test_weights_of_another_class_count_are_an_input_error(chain, params_for):
             {"batch_size": 0},
             r"batch_size",
         ),
+        ({"shard_size": 0}, r"shard_size"),
+        ({"shard_size": 40, "batch_size": 32}, r"shard_size 40 must be a multiple of batch_size"),
     ],
 )
 def test_bad_parameters_are_refused_naming_the_key_before_any_work(params_for, bad, key):
     with pytest.raises((ValidationError, InputError), match=key):
         extract_image_outputs(None, None, None, params_for("extraction", bad))
+
+
+def test_sharded_extraction_is_identical_and_a_rerun_computes_nothing(
+    chain, params_for, tmp_path, caplog, assert_identical
+):
+    store = ShardStore(tmp_path / "shards")
+    params = params_for("extraction", {"shard_size": 32})  # 80 images: 32 + 32 + 16
+    caplog.set_level(logging.INFO, logger="niwt_pipeline.core.shards")
+
+    first = extract_image_outputs(
+        chain.backbone_weights, chain.backbone_spec, chain.images, params, store
+    )
+    assert store.names() == ["shard-00000", "shard-00001", "shard-00002"]
+    caplog.clear()
+    second = extract_image_outputs(
+        chain.backbone_weights, chain.backbone_spec, chain.images, params, store
+    )
+
+    assert_identical(first, chain.image_outputs)
+    assert_identical(second, chain.image_outputs)
+    assert caplog.text.count("skipped (done)") == 3 and "computed in" not in caplog.text
+
+
+def test_a_failed_sharded_run_resumes_with_the_failed_shard_only(
+    chain, params_for, tmp_path, caplog, assert_identical
+):
+    store = ShardStore(tmp_path / "shards")
+    params = params_for("extraction", {"shard_size": 32})
+    broken = chain.images.copy()
+    broken.loc[70, "path"] = str(tmp_path / "missing.png")  # in the third shard
+
+    with pytest.raises(InputError):
+        extract_image_outputs(chain.backbone_weights, chain.backbone_spec, broken, params, store)
+    assert store.names() == ["shard-00000", "shard-00001"]
+    caplog.set_level(logging.INFO, logger="niwt_pipeline.core.shards")
+    caplog.clear()
+    resumed = extract_image_outputs(
+        chain.backbone_weights, chain.backbone_spec, chain.images, params, store
+    )
+
+    assert caplog.text.count("skipped (done)") == 2
+    assert caplog.text.count("computed in") == 1 and "shard 3/3" in caplog.text
+    assert_identical(resumed, chain.image_outputs)
+
+
+def test_changed_settings_make_every_shard_stale(chain, params_for, tmp_path, caplog):
+    store = ShardStore(tmp_path / "shards")
+    weights, spec, images = chain.backbone_weights, chain.backbone_spec, chain.images
+    extract_image_outputs(
+        weights, spec, images, params_for("extraction", {"shard_size": 32}), store
+    )
+    caplog.set_level(logging.INFO, logger="niwt_pipeline.core.shards")
+    caplog.clear()
+
+    gt_only = params_for("extraction", {"shard_size": 32, "targets": "gt"})
+    out = extract_image_outputs(weights, spec, images, gt_only, store)
+
+    assert caplog.text.count("computed in") == 3 and "skipped (done)" not in caplog.text
+    assert "importance_pred" not in out
+
+
+def test_shard_size_without_a_store_is_refused(chain, params_for):
+    with pytest.raises(InputError, match="image_output_shards"):
+        extract_image_outputs(
+            chain.backbone_weights,
+            chain.backbone_spec,
+            chain.images,
+            params_for("extraction", {"shard_size": 32}),
+        )
+
+
+def test_decoding_workers_do_not_change_the_outputs(chain, params_for):
+    out = extract_image_outputs(
+        chain.backbone_weights,
+        chain.backbone_spec,
+        chain.images,
+        params_for("extraction", {"num_workers": 2}),
+    )
+
+    assert out.keys() == chain.image_outputs.keys()
+    for name, value in chain.image_outputs.items():  # NaN rows (unseen classes) compare equal
+        torch.testing.assert_close(out[name], value, rtol=0, atol=0, equal_nan=True, msg=name)

@@ -1,4 +1,5 @@
-"""Mapping nodes: the domain-knowledge -> importance mapper, its calibration twin, its inverse."""
+"""Mapping nodes: the domain-knowledge -> importance mapper (with the validated settings) and
+its inverse."""
 
 from __future__ import annotations
 
@@ -32,15 +33,9 @@ def test_predicted_importance_has_a_final_row_per_class(chain):
     assert np.isfinite(predicted[channel_columns(K)].to_numpy()).all()
 
 
-def test_calibration_rows_are_exactly_the_reported_calibration_classes(chain):
-    predicted, report = chain.predicted_importance, chain.mapper_report
-    calibration = predicted[predicted["role"] == "calibration"]
-
-    assert set(predicted["role"]) == {"final", "calibration"}
-    assert calibration["class_id"].tolist() == report["calibration_class_ids"]
-    assert len(report["calibration_class_ids"]) == 1
-    assert set(report["calibration_class_ids"]) <= set(chain.seen_ids)
-    assert calibration["seen"].all()
+def test_only_final_rows_one_per_class(chain):
+    assert set(chain.predicted_importance["role"]) == {"final"}
+    assert len(chain.predicted_importance) == len(chain.classes)
 
 
 def test_final_rows_are_the_saved_mapper_applied_to_the_domain_knowledge(chain):
@@ -53,45 +48,45 @@ def test_final_rows_are_the_saved_mapper_applied_to_the_domain_knowledge(chain):
     np.testing.assert_allclose(final, mapper.predict(dk).numpy(), rtol=1e-5, atol=1e-6)
 
 
-def test_calibration_rows_come_from_a_mapper_that_did_not_see_those_classes(chain):
-    predicted = chain.predicted_importance
-    by_role = predicted.set_index(["role", "class_id"])[channel_columns(K)]
-    for class_id in chain.mapper_report["calibration_class_ids"]:
-        final = by_role.loc[("final", class_id)].to_numpy()
-        calibration = by_role.loc[("calibration", class_id)].to_numpy()
-        assert not np.allclose(final, calibration)
-
-
 def test_report_and_metrics_keys(chain):
     report, metrics = chain.mapper_report, chain.mapper_metrics
 
-    assert set(report) == {"config", "final", "calibration_class_ids", "calibration"}
+    assert set(report) == {"config", "validated_overrides", "final"}
     assert report["config"]["max_epochs"] == 10
     assert report["config"]["n_heldout_classes"] == 1
+    assert report["validated_overrides"] == chain.validation_choice["mapper"]
     assert len(report["final"]["heldout_class_ids"]) == 1
     assert {"heldout_cosine", "heldout_class_cosine", "best_epoch"} <= set(report["final"])
-    assert {"heldout_cosine", "best_epoch"} <= set(report["calibration"])
     assert set(metrics) == {"heldout_cosine", "heldout_class_cosine"}
     assert metrics["heldout_cosine"] == {"value": report["final"]["heldout_cosine"], "step": 0}
 
 
-def test_calibration_class_count_follows_the_parameter(chain, params_for):
-    _, predicted, report, _ = fit_importance_mapper(
+def test_the_validated_mapper_settings_override_the_parameters(chain, params_for):
+    mapping = params_for("mapping", {"mapper": {"weight_decay": 0.5}})
+    _, plain, report, _ = fit_importance_mapper(
+        chain.image_importance, chain.domain_knowledge, chain.classes, {"mapper": {}}, mapping
+    )
+    _, chosen, chosen_report, _ = fit_importance_mapper(
         chain.image_importance,
         chain.domain_knowledge,
         chain.classes,
-        params_for("mapping", {"calibration_classes": 2}),
+        {"mapper": {"weight_decay": 0.0}},
+        mapping,
     )
 
-    calibration = predicted[predicted["role"] == "calibration"]
-    assert len(report["calibration_class_ids"]) == 2
-    assert calibration["class_id"].tolist() == report["calibration_class_ids"]
-    assert len(predicted) == len(chain.classes) + 2
+    assert report["config"]["weight_decay"] == 0.5
+    assert chosen_report["config"]["weight_decay"] == 0.0
+    assert chosen_report["validated_overrides"] == {"weight_decay": 0.0}
+    assert not plain.equals(chosen)
 
 
 def test_mapper_is_deterministic(chain, params_for):
     weights, predicted, _, _ = fit_importance_mapper(
-        chain.image_importance, chain.domain_knowledge, chain.classes, params_for("mapping")
+        chain.image_importance,
+        chain.domain_knowledge,
+        chain.classes,
+        chain.validation_choice,
+        params_for("mapping"),
     )
 
     assert predicted.equals(chain.predicted_importance)
@@ -99,21 +94,13 @@ def test_mapper_is_deterministic(chain, params_for):
         assert torch.equal(weights[name], value), name
 
 
-def test_too_many_calibration_classes_are_refused(chain, params_for):
-    with pytest.raises(InputError, match=r"at least two must stay seen"):
-        fit_importance_mapper(
-            chain.image_importance,
-            chain.domain_knowledge,
-            chain.classes,
-            params_for("mapping", {"calibration_classes": len(chain.seen_ids) - 1}),
-        )
-
-
 def test_domain_knowledge_with_a_gap_in_class_ids_is_refused(chain, params_for):
     dk = chain.domain_knowledge[chain.domain_knowledge["class_id"] != 2]
 
     with pytest.raises(ValueError, match=r"class ids must be 0\.\.C-1"):
-        fit_importance_mapper(chain.image_importance, dk, chain.classes, params_for("mapping"))
+        fit_importance_mapper(
+            chain.image_importance, dk, chain.classes, {"mapper": {}}, params_for("mapping")
+        )
 
 
 @pytest.mark.parametrize(
@@ -121,11 +108,7 @@ def test_domain_knowledge_with_a_gap_in_class_ids_is_refused(chain, params_for):
     [
         ({"mapper": {"max_epochs": 0}}, r"max_epochs"),
         ({"mapper": {"learning_rate": 0.1}}, r"learning_rate"),
-        ({"calibration_classes": "two"}, r"calibration_classes"),
-        pytest.param(
-            {"calibration_classes": 0},
-            r"calibration_classes",
-        ),
+        ({"calibration_classes": 2}, r"calibration_classes"),
         pytest.param(
             {"inverse_ridge_alpha": -1.0},
             r"inverse_ridge_alpha",
@@ -134,7 +117,7 @@ def test_domain_knowledge_with_a_gap_in_class_ids_is_refused(chain, params_for):
 )
 def test_bad_parameters_are_refused_naming_the_key_before_any_work(params_for, bad, key):
     with pytest.raises((ValidationError, InputError), match=key):
-        fit_importance_mapper(None, None, None, params_for("mapping", bad))
+        fit_importance_mapper(None, None, None, {}, params_for("mapping", bad))
 
 
 # ------------------------------------------------------------------ fit_inverse_mapper

@@ -66,42 +66,66 @@ def test_reference_folder_that_does_not_exist_is_named(chain, params_for, tmp_pa
 # ------------------------------------------------------------------ transfer_niwt_rows
 
 
-def test_niwt_rows_cover_the_unseen_and_the_calibration_classes(chain):
-    rows = chain.niwt_rows
-    n_unseen, n_calibration = (
-        len(chain.unseen_ids),
-        len(chain.mapper_report["calibration_class_ids"]),
+def _transfer(chain, params, cache=None, choice=None, predicted=None):
+    return transfer_niwt_rows(
+        chain.reference_cache if cache is None else cache,
+        chain.predicted_importance if predicted is None else predicted,
+        chain.backbone_weights,
+        chain.backbone_spec,
+        chain.baseline_models,
+        chain.validation_choice if choice is None else choice,
+        params,
     )
 
+
+def test_niwt_rows_cover_the_unseen_classes_for_both_variants(chain):
+    rows = chain.niwt_rows
+    n_unseen = len(chain.unseen_ids)
+
+    assert set(rows) == {
+        "unseen_class_id",
+        *(f"{v}_{k}" for v in ("unseen", "tuned") for k in ("weight", "bias")),
+    }
     assert rows["unseen_class_id"].tolist() == chain.unseen_ids
-    assert rows["calibration_class_id"].tolist() == chain.mapper_report["calibration_class_ids"]
-    assert rows["unseen_weight"].shape == (n_unseen, D)
-    assert rows["unseen_bias"].shape == (n_unseen,)
-    assert rows["calibration_weight"].shape == (n_calibration, D)
-    assert rows["calibration_bias"].shape == (n_calibration,)
+    for variant in ("unseen", "tuned"):
+        assert rows[f"{variant}_weight"].shape == (n_unseen, D)
+        assert rows[f"{variant}_bias"].shape == (n_unseen,)
     assert all(torch.isfinite(v).all() for v in rows.values())
 
 
-def test_transfer_report_describes_both_optimisations(chain):
+def test_transfer_report_describes_both_variants(chain):
     report = chain.transfer_report
 
-    assert {"config", "reference", "unseen", "calibration"} <= set(report)
+    assert {"config", "tuned_variant", "reference", "unseen", "tuned"} <= set(report)
+    assert report["tuned_variant"] == chain.validation_choice["niwt_tuned"]
     assert report["config"]["max_steps"] == 20
-    for part in ("unseen", "calibration"):
-        assert 1 <= report[part]["steps"] <= 20
+    assert 1 <= report["unseen"]["steps"] <= 20
+    for part in ("unseen", "tuned"):
         assert report[part]["method"] == "gram"
         assert math.isfinite(report[part]["best_loss"])
         assert report[part]["row_norm_ratio"] > 0
 
 
-def test_transfer_is_deterministic(chain, params_for):
-    rows, _ = transfer_niwt_rows(
-        chain.reference_cache,
-        chain.predicted_importance,
-        chain.backbone_weights,
-        chain.backbone_spec,
-        params_for("transfer"),
+def test_tuned_rows_follow_the_validated_variant(chain, params_for):
+    ls = {"niwt_tuned": {"solver": "least_squares", "ls_alpha": 0.01, "fusion": 0.0}}
+    ridge = {"niwt_tuned": {"init": "ridge", "max_steps": 1, "fusion": 0.0}}
+    params = params_for("transfer")
+
+    ls_rows, ls_report = _transfer(chain, params, choice=ls)
+    ridge_rows, _ = _transfer(chain, params, choice=ridge)
+
+    assert ls_report["tuned"]["stopped_reason"] == "closed_form"
+    assert torch.equal(ls_rows["unseen_weight"], chain.niwt_rows["unseen_weight"])
+    # one step from the ridge rows, then rescaled to the seen rows' mean norm
+    start = chain.baseline_models["ridge_weight"].float()
+    seen_norm = chain.backbone_weights["fc.weight"].norm(dim=1).mean()
+    torch.testing.assert_close(
+        ridge_rows["tuned_weight"], start * seen_norm / start.norm(dim=1, keepdim=True)
     )
+
+
+def test_transfer_is_deterministic(chain, params_for):
+    rows, _ = _transfer(chain, params_for("transfer"))
 
     assert rows.keys() == chain.niwt_rows.keys()
     for name, value in chain.niwt_rows.items():
@@ -114,11 +138,9 @@ def test_transfer_from_activations_matches_transfer_from_the_gram_tensor(chain, 
     )
     cache = cache_reference(chain.backbone_weights, chain.backbone_spec, chain.images, params)
 
-    rows, report = transfer_niwt_rows(
-        cache, chain.predicted_importance, chain.backbone_weights, chain.backbone_spec, params
-    )
+    rows, report = _transfer(chain, params, cache=cache)
 
-    assert report["unseen"]["method"] == "head"
+    assert report["unseen"]["method"] == report["tuned"]["method"] == "head"
     for name, value in chain.niwt_rows.items():
         torch.testing.assert_close(rows[name], value, rtol=1e-3, atol=1e-4, msg=name)
 
@@ -127,13 +149,7 @@ def test_predicted_importance_of_another_width_is_refused(chain, params_for):
     narrow = chain.predicted_importance.drop(columns=["k_0125", "k_0126", "k_0127"])
 
     with pytest.raises(ValueError, match=r"125"):
-        transfer_niwt_rows(
-            chain.reference_cache,
-            narrow,
-            chain.backbone_weights,
-            chain.backbone_spec,
-            params_for("transfer"),
-        )
+        _transfer(chain, params_for("transfer"), predicted=narrow)
 
 
 @pytest.mark.parametrize(
@@ -159,31 +175,23 @@ def test_predicted_importance_of_another_width_is_refused(chain, params_for):
 )
 def test_bad_parameters_are_refused_naming_the_key_before_any_work(params_for, bad, key):
     with pytest.raises((ValidationError, InputError), match=key):
-        transfer_niwt_rows(None, None, None, None, params_for("transfer", bad))
+        transfer_niwt_rows(None, None, None, None, None, None, params_for("transfer", bad))
 
 
 # ------------------------------------------------------------------ fit_baselines
 
 
-def test_baselines_have_ridge_rows_and_eszsl_for_both_problems(chain):
+def test_baselines_have_ridge_rows_and_eszsl(chain):
     models, report = chain.baseline_models, chain.baseline_report
     n_attr = chain.domain_knowledge.shape[1] - 2
-    calibration_ids = chain.mapper_report["calibration_class_ids"]
 
-    assert set(models) == {
-        f"{prefix}{key}"
-        for prefix in ("", "calibration_")
-        for key in ("ridge_class_id", "ridge_weight", "ridge_bias", "eszsl_V")
-    }
+    assert set(models) == {"ridge_class_id", "ridge_weight", "ridge_bias", "eszsl_V"}
     assert models["ridge_class_id"].tolist() == chain.unseen_ids
     assert models["ridge_weight"].shape == (len(chain.unseen_ids), D)
-    assert models["calibration_ridge_class_id"].tolist() == calibration_ids
-    assert models["calibration_ridge_weight"].shape == (len(calibration_ids), D)
-    assert models["eszsl_V"].shape == models["calibration_eszsl_V"].shape == (D, n_attr)
-    assert set(report) == {"eszsl", "calibration_eszsl"}
-    for part in report.values():
-        assert set(part) == {"gamma", "lambda"}
-        assert part["gamma"] > 0 and part["lambda"] > 0
+    assert models["eszsl_V"].shape == (D, n_attr)
+    assert set(report) == {"eszsl", "ridge_alpha"}
+    assert set(report["eszsl"]) == {"gamma", "lambda"}
+    assert report["eszsl"]["gamma"] > 0 and report["eszsl"]["lambda"] > 0
 
 
 def test_fixed_eszsl_hyperparameters_are_used_as_given(chain, params_for):
@@ -196,14 +204,10 @@ def test_fixed_eszsl_hyperparameters_are_used_as_given(chain, params_for):
         chain.domain_knowledge,
         chain.backbone_weights,
         chain.backbone_spec,
-        chain.mapper_report,
         params,
     )
 
-    assert report == {
-        "eszsl": {"gamma": 0.5, "lambda": 2.0},
-        "calibration_eszsl": {"gamma": 0.5, "lambda": 2.0},
-    }
+    assert report["eszsl"] == {"gamma": 0.5, "lambda": 2.0}
 
 
 def test_baselines_do_not_depend_on_the_order_of_the_classifier_rows(chain, params_for):
@@ -216,26 +220,11 @@ def test_baselines_do_not_depend_on_the_order_of_the_classifier_rows(chain, para
         chain.domain_knowledge,
         weights,
         spec,
-        chain.mapper_report,
         params_for("transfer"),
     )
 
     for name, value in chain.baseline_models.items():
         torch.testing.assert_close(models[name], value, rtol=1e-6, atol=1e-8, msg=name)
-
-
-def test_baselines_without_pseudo_unseen_classes_in_the_report_are_refused(chain, params_for):
-    with pytest.raises(KeyError, match=r"calibration_class_ids"):
-        fit_baselines(
-            chain.image_outputs,
-            chain.images,
-            chain.backbone_split,
-            chain.domain_knowledge,
-            chain.backbone_weights,
-            chain.backbone_spec,
-            {"final": {}},
-            params_for("transfer"),
-        )
 
 
 # ------------------------------------------------------------------ score_methods
@@ -269,16 +258,35 @@ def test_niwt_scores_are_the_classifier_logits_plus_the_new_rows(chain):
     torch.testing.assert_close(niwt[:, rows["unseen_class_id"].tolist()], expected_unseen)
 
 
-def test_calibration_has_a_finite_gamma_per_method(chain):
-    calibration = chain.calibration
+def test_tuned_scores_fuse_the_tuned_rows_with_eszsl(chain):
+    from niwt_pipeline.core.selection import fuse_scores
 
-    assert calibration["calibration_class_ids"] == chain.mapper_report["calibration_class_ids"]
+    scores, out, rows = chain.test_scores, chain.image_outputs, chain.niwt_rows
+    position = {int(i): r for r, i in enumerate(out["image_id"].tolist())}
+    test = [position[int(i)] for i in scores["image_id"]]
+    linear = scores["niwt"].double().clone()
+    unseen = rows["unseen_class_id"].tolist()
+    linear[:, unseen] = (
+        out["features"][test].double() @ rows["tuned_weight"].double().T
+        + rows["tuned_bias"].double()
+    )
+    fusion = chain.validation_choice["niwt_tuned"]["fusion"]
+    expected = fuse_scores(linear.numpy(), scores["eszsl"].double().numpy(), fusion)
+
+    torch.testing.assert_close(
+        scores["niwt_tuned"].double(), torch.as_tensor(expected), rtol=1e-5, atol=1e-4
+    )
+
+
+def test_calibration_gammas_are_the_validated_ones(chain):
+    calibration, choice = chain.calibration, chain.validation_choice
+
+    assert calibration["pseudo_unseen_class_ids"] == choice["pseudo_unseen_class_ids"]
+    assert calibration["niwt_tuned"] == choice["niwt_tuned"]
     assert set(calibration["methods"]) == set(METHODS)
     for method, values in calibration["methods"].items():
+        assert values["gamma"] == choice["methods"][method]["gamma"], method
         assert math.isfinite(values["gamma"]), method
-        assert {"S", "U", "H", "H_calibrated"} <= set(values)
-        assert 0.0 <= values["H_calibrated"] <= 1.0
-        assert values["H_calibrated"] >= values["H"] - 1e-12  # gamma maximises H on validation
 
 
 def test_scoring_without_niwt_rows_for_an_unseen_class_is_refused(chain):
@@ -291,12 +299,12 @@ def test_scoring_without_niwt_rows_for_an_unseen_class_is_refused(chain):
             chain.image_outputs,
             chain.images,
             chain.classes,
-            chain.backbone_split,
             chain.domain_knowledge,
             chain.backbone_weights,
             chain.backbone_spec,
             rows,
             chain.baseline_models,
+            chain.validation_choice,
         )
 
 

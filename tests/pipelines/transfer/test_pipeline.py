@@ -18,7 +18,7 @@ INPUTS = {
     "domain_knowledge",
     "image_outputs",
     "predicted_importance",
-    "mapper_report",
+    "validation_choice",
     "ingestion_summary",
     "params:transfer",
 }
@@ -50,9 +50,13 @@ def test_pipeline_reads_only_what_earlier_pipelines_write():
     from niwt_pipeline.pipelines.importance.pipeline import create_pipeline as importance
     from niwt_pipeline.pipelines.ingestion.pipeline import create_pipeline as ingestion
     from niwt_pipeline.pipelines.mapping.pipeline import create_pipeline as mapping
+    from niwt_pipeline.pipelines.validation.pipeline import create_pipeline as validation
 
     upstream = set().union(
-        *(p().all_outputs() for p in (ingestion, backbone, extraction, importance, mapping))
+        *(
+            p().all_outputs()
+            for p in (ingestion, backbone, validation, extraction, importance, mapping)
+        )
     )
 
     assert {name for name in INPUTS if not name.startswith("params:")} <= upstream
@@ -71,7 +75,7 @@ def outputs(run_pipeline, chain, params_for):
             "domain_knowledge": chain.domain_knowledge,
             "image_outputs": chain.image_outputs,
             "predicted_importance": chain.predicted_importance,
-            "mapper_report": chain.mapper_report,
+            "validation_choice": chain.validation_choice,
             "ingestion_summary": chain.ingestion_summary,
             "params:transfer": params_for("transfer"),
         },
@@ -92,7 +96,8 @@ def test_run_writes_the_metrics_contract(outputs, chain):
 
     assert metrics["dataset"] == "attribute_world"
     assert metrics["backbone"] == {"arch": "small_cnn", "layer": "block3"}
-    assert set(metrics["methods"]) == {"niwt", "weight_regression", "eszsl"}
+    assert set(metrics["methods"]) == {"niwt", "niwt_tuned", "weight_regression", "eszsl"}
+    assert metrics["validation"]["niwt_tuned"] == chain.validation_choice["niwt_tuned"]
     assert set(outputs["gzsl_mlflow_metrics"]) >= {"niwt.H", "eszsl.ausuc"}
     assert outputs["baseline_report"] == chain.baseline_report
 

@@ -52,6 +52,43 @@ def train_backbone(
     """
     options = BackboneParams(**params)
     seen_ids = classes.loc[classes["seen"], "class_id"].astype(int).tolist()
+    trainval = images[images["split"] == "trainval"].reset_index(drop=True)
+    held = stratified_holdout(
+        trainval["class_id"].to_numpy(), options.holdout_fraction, options.train.seed
+    )
+    state, spec, report = fit_backbone(
+        options,
+        seen_ids,
+        trainval[~held],
+        trainval[held],
+        images[images["split"] == "test_seen"],
+    )
+    roles = pd.DataFrame(
+        {
+            "image_id": trainval["image_id"].astype("int64"),
+            "role": pd.Series(["holdout" if h else "train" for h in held], dtype="str"),
+        }
+    )
+    metrics = {
+        "seen_accuracy": {"value": 100 * float(report["seen_accuracy_test"]), "step": 0},
+        "train_seconds": {"value": report["train_seconds"], "step": 0},
+    }
+    return state, spec, roles, report, metrics
+
+
+def fit_backbone(
+    options: BackboneParams,
+    seen_ids: list[int],
+    train: pd.DataFrame,
+    holdout: pd.DataFrame,
+    test: pd.DataFrame | None,
+) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
+    """Build ``options.arch`` with one output per class of ``seen_ids`` and train it on
+    ``train``; ``holdout`` picks the best epoch, ``test`` (optional) is only measured.
+
+    Returns:
+        state dict, spec (JSON), report (JSON; accuracies are fractions).
+    """
     default_size, mean, std = preprocessing(options.arch, options.weights)
     spec = BackboneSpec(
         arch=options.arch,
@@ -59,7 +96,7 @@ def train_backbone(
         image_size=options.image_size or default_size,
         mean=list(mean),
         std=list(std),
-        seen_class_ids=seen_ids,
+        seen_class_ids=[int(c) for c in seen_ids],
         crop_fraction=options.crop_fraction,
     )
     with torch.random.fork_rng(devices=[]):
@@ -68,63 +105,50 @@ def train_backbone(
     split = split_at_layer(model, spec.layer)
     check_importance_layer(split, _example_input(spec))
 
-    trainval = images[images["split"] == "trainval"].reset_index(drop=True)
-    held = stratified_holdout(
-        trainval["class_id"].to_numpy(), options.holdout_fraction, options.train.seed
-    )
+    batch = options.train.batch_size
     train_loader = image_loader(
-        trainval[~held],
+        train,
         spec,
-        batch_size=options.train.batch_size,
+        batch_size=batch,
         shuffle=True,
         augment=options.augment,
         seed=options.train.seed,
     )
-    holdout_loader = image_loader(trainval[held], spec, batch_size=options.train.batch_size)
-    test_loader = image_loader(
-        images[images["split"] == "test_seen"], spec, batch_size=options.train.batch_size
-    )
-
+    holdout_loader = image_loader(holdout, spec, batch_size=batch)
     started = time.perf_counter()
     result = train_classifier(
-        model, train_loader, options.train, val_loader=holdout_loader if held.any() else None
+        model, train_loader, options.train, val_loader=holdout_loader if len(holdout) else None
     )
     seconds = time.perf_counter() - started
     device = resolve_device(options.train.device)
-    test_acc, _ = evaluate(model, test_loader, device)
-    holdout_acc = evaluate(model, holdout_loader, device)[0] if held.any() else float("nan")
+    test_acc = (
+        evaluate(model, image_loader(test, spec, batch_size=batch), device)[0]
+        if test is not None and len(test)
+        else float("nan")
+    )
+    holdout_acc = evaluate(model, holdout_loader, device)[0] if len(holdout) else float("nan")
     logger.info(
-        "backbone %s trained on %d images of %d seen classes in %.0f s: "
-        "seen accuracy %.1f%% (test_seen), %.1f%% (holdout)",
+        "backbone %s trained on %d images of %d classes in %.0f s: "
+        "accuracy %.1f%% (test_seen), %.1f%% (holdout)",
         options.arch,
-        int((~held).sum()),
+        len(train),
         len(seen_ids),
         seconds,
         100 * test_acc,
         100 * holdout_acc,
     )
-    roles = pd.DataFrame(
-        {
-            "image_id": trainval["image_id"].astype("int64"),
-            "role": pd.Series(["holdout" if h else "train" for h in held], dtype="str"),
-        }
-    )
     report = {
         "arch": options.arch,
         "layer": spec.layer,
-        "n_train_images": int((~held).sum()),
-        "n_holdout_images": int(held.sum()),
+        "n_train_images": len(train),
+        "n_holdout_images": len(holdout),
         "seen_accuracy_test": float(test_acc),
         "seen_accuracy_holdout": float(holdout_acc),
         "train_seconds": round(seconds, 1),
         "history": result.history if hasattr(result, "history") else None,
     }
-    metrics = {
-        "seen_accuracy": {"value": 100 * float(test_acc), "step": 0},
-        "train_seconds": {"value": seconds, "step": 0},
-    }
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    return state, spec.to_dict(), roles, report, metrics
+    return state, spec.to_dict(), report
 
 
 def _example_input(spec: BackboneSpec) -> torch.Tensor:

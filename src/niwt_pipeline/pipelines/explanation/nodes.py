@@ -661,7 +661,7 @@ def _timings(
     out: list[tuple[str, float | None, str]] = [
         ("backbone training", backbone_report.get("train_seconds"), "backbone_report.train_seconds")
     ]
-    for part in ("unseen", "calibration"):
+    for part in ("unseen", "tuned"):
         timings = (transfer_report.get(part) or {}).get("timings") or {}
         if "optimise" in timings:
             steps = (transfer_report.get(part) or {}).get("steps")

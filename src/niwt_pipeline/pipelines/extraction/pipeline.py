@@ -8,12 +8,22 @@ from niwt_pipeline.pipelines.extraction.nodes import extract_image_outputs
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """trained backbone + images -> per-image features, logits and importances."""
+    """trained backbone + images -> per-image features, logits and importances.
+
+    ``image_output_shards`` is the folder of resumable shards (used with
+    ``extraction.shard_size``; see ``ShardStoreDataset``).
+    """
     return Pipeline(
         [
             Node(
                 extract_image_outputs,
-                inputs=["backbone_weights", "backbone_spec", "images", "params:extraction"],
+                inputs=[
+                    "backbone_weights",
+                    "backbone_spec",
+                    "images",
+                    "params:extraction",
+                    "image_output_shards",
+                ],
                 outputs="image_outputs",
                 name="extract_image_outputs",
             )

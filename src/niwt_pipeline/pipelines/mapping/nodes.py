@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 import numpy as np
@@ -13,24 +13,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from niwt_pipeline.core.data.tables import domain_knowledge_by_class
 from niwt_pipeline.core.mapper import LinearMapper, MapperConfig, fit_inverse_map, fit_mapper
-from niwt_pipeline.core.modelio import choose_classes
 from niwt_pipeline.pipelines.importance.nodes import channel_columns
 
 logger = logging.getLogger(__name__)
 
 
 class MappingParams(BaseModel):
-    """``params:mapping``.
-
-    ``calibration_classes`` seen classes (a count, or a fraction of the seen classes) are
-    treated as pseudo-unseen: a second mapper is fitted without them, so later stages can
-    choose the seen/unseen calibration without test data.
-    """
+    """``params:mapping``."""
 
     model_config = ConfigDict(extra="forbid")
 
     mapper: MapperConfig = MapperConfig()
-    calibration_classes: int | float = Field(0.2, gt=0)
     inverse_ridge_alpha: float = Field(1.0, ge=0)
 
 
@@ -38,49 +31,36 @@ def fit_importance_mapper(
     image_importance: pd.DataFrame,
     domain_knowledge: pd.DataFrame,
     classes: pd.DataFrame,
+    validation_choice: dict[str, Any],
     params: dict[str, Any],
 ) -> tuple[dict[str, torch.Tensor], pd.DataFrame, dict[str, Any], dict[str, Any]]:
-    """Fit the mapper on all seen classes, plus a calibration mapper without the
-    pseudo-unseen classes, and predict every class's importance.
+    """Fit the mapper on all seen classes, with ``mapping.mapper`` updated by the settings
+    the validation pipeline chose, and predict every class's importance.
 
     Returns:
         mapper state dict; ``predicted_importance`` (``class_id``, ``name``, ``seen``,
-        ``role`` in {final, calibration}, then ``k_0000..``): the final mapper's prediction
-        for every class, and the calibration mapper's for the pseudo-unseen classes;
-        report (JSON); MLflow metrics.
+        ``role`` = final, then ``k_0000..``); report (JSON); MLflow metrics.
     """
     options = MappingParams(**params)
+    config = replace(options.mapper, **validation_choice.get("mapper", {}))
     dk = domain_knowledge_by_class(domain_knowledge).to_numpy(dtype=np.float32)
     columns = [c for c in image_importance.columns if c.startswith("k_")]
     importance = image_importance[columns].to_numpy(dtype=np.float32)
     labels = image_importance["class_id"].to_numpy()
     seen_ids = classes.loc[classes["seen"], "class_id"].to_numpy()
 
-    mapper, report = fit_mapper(dk, importance, labels, seen_ids, options.mapper)
-    calib_ids = choose_classes(seen_ids, options.calibration_classes, options.mapper.seed)
-    keep = ~np.isin(labels, calib_ids)
-    calib_mapper, calib_report = fit_mapper(
-        dk, importance[keep], labels[keep], np.setdiff1d(seen_ids, calib_ids), options.mapper
-    )
+    mapper, report = fit_mapper(dk, importance, labels, seen_ids, config)
     logger.info(
-        "mapper: held-out cosine %.3f (per image), %.3f (class mean), best epoch %d; "
-        "calibration mapper without %d pseudo-unseen classes: %.3f",
+        "mapper: held-out cosine %.3f (per image), %.3f (class mean), best epoch %d",
         report.heldout_cosine,
         report.heldout_class_cosine,
         report.best_epoch,
-        len(calib_ids),
-        calib_report.heldout_cosine,
     )
-    final = _prediction_table(mapper, dk, classes, "final")
-    calibration = _prediction_table(calib_mapper, dk, classes, "calibration")
-    predicted = pd.concat(
-        [final, calibration[calibration["class_id"].isin(calib_ids)]], ignore_index=True
-    )
+    predicted = _prediction_table(mapper, dk, classes, "final")
     summary = {
-        "config": asdict(options.mapper),
+        "config": asdict(config),
+        "validated_overrides": dict(validation_choice.get("mapper", {})),
         "final": {**report.as_dict(), "heldout_class_ids": report.heldout_class_ids},
-        "calibration_class_ids": [int(c) for c in calib_ids],
-        "calibration": calib_report.as_dict(),
     }
     metrics = {
         "heldout_cosine": {"value": float(report.heldout_cosine), "step": 0},

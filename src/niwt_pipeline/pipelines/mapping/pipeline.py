@@ -13,7 +13,13 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(
                 fit_importance_mapper,
-                inputs=["image_importance", "domain_knowledge", "classes", "params:mapping"],
+                inputs=[
+                    "image_importance",
+                    "domain_knowledge",
+                    "classes",
+                    "validation_choice",
+                    "params:mapping",
+                ],
                 outputs=[
                     "mapper_weights",
                     "predicted_importance",

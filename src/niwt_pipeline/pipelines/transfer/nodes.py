@@ -13,13 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from niwt_pipeline.core.baselines import eszsl_fit, eszsl_scores, eszsl_select, ridge_rows
 from niwt_pipeline.core.data.tables import domain_knowledge_by_class
-from niwt_pipeline.core.gzsl import (
-    calibrate,
-    evaluate_scores,
-    problem_for,
-    row_scores,
-    rows_by_class,
-)
+from niwt_pipeline.core.errors import InputError
+from niwt_pipeline.core.gzsl import evaluate_scores, problem_for, row_scores, rows_by_class
 from niwt_pipeline.core.metrics import confusion_matrix
 from niwt_pipeline.core.modelio import (
     BackboneSpec,
@@ -30,13 +25,20 @@ from niwt_pipeline.core.modelio import (
     sample_rows,
 )
 from niwt_pipeline.core.plots import plot_confusion, plot_seen_unseen_curves
+from niwt_pipeline.core.selection import NIWTVariant, fuse_scores, make_variant
 from niwt_pipeline.core.training import resolve_device
-from niwt_pipeline.core.transfer import TransferConfig, reference_gram, transfer_rows
+from niwt_pipeline.core.transfer import (
+    GramMoments,
+    TransferConfig,
+    TransferResult,
+    reference_gram,
+    transfer_rows,
+)
 from niwt_pipeline.pipelines.importance.nodes import channel_columns
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("niwt", "weight_regression", "eszsl")
+METHODS = ("niwt", "niwt_tuned", "weight_regression", "eszsl")
 
 
 class ReferenceParams(BaseModel):
@@ -118,7 +120,8 @@ def cache_reference(
     return {"gram": gram.cpu()}
 
 
-def _seen_rows(backbone_weights: dict[str, Any], spec: BackboneSpec):
+def seen_rows(backbone_weights: dict[str, Any], spec: BackboneSpec):
+    """The trained classifier: weight (S, D), bias (S,) and the class id of each row."""
     split = rebuild_split(spec, backbone_weights)
     return (
         split.classifier.weight.detach().cpu(),
@@ -127,63 +130,98 @@ def _seen_rows(backbone_weights: dict[str, Any], spec: BackboneSpec):
     )
 
 
+def niwt_variant_rows(
+    target: np.ndarray,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    variant: NIWTVariant,
+    reference_cache: dict[str, torch.Tensor],
+    backbone_weights: dict[str, Any],
+    spec: BackboneSpec,
+    ridge_weight: torch.Tensor | None = None,
+    moments: GramMoments | None = None,
+) -> TransferResult:
+    """NIWT rows of one variant for the classes of ``target`` (U, K), from the reference
+    cache (G, or activations plus the backbone's head); ``ridge_weight`` (U, D) serves the
+    ``ridge`` init and anchor; ``moments`` of the same cache spare the least-squares solver
+    their computation."""
+    gram = reference_cache.get("gram")
+    sources = (
+        {"gram": gram}
+        if gram is not None
+        else {
+            "head": rebuild_split(spec, backbone_weights).head,
+            "activations": reference_cache["activations"],
+        }
+    )
+    needs_ridge = variant.ridge_init or variant.anchor == "ridge"
+    if needs_ridge and ridge_weight is None:
+        raise ValueError("this NIWT variant needs the ridge-regression rows")
+    return transfer_rows(
+        target,
+        weight,
+        bias,
+        variant.config,
+        init_weight=ridge_weight if variant.ridge_init else None,
+        anchor=ridge_weight if variant.anchor == "ridge" else None,
+        moments=moments,
+        **sources,
+    )
+
+
 def transfer_niwt_rows(
     reference_cache: dict[str, torch.Tensor],
     predicted_importance: pd.DataFrame,
     backbone_weights: dict[str, Any],
     backbone_spec: dict[str, Any],
+    baseline_models: dict[str, Any],
+    validation_choice: dict[str, Any],
     params: dict[str, Any],
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """NIWT: optimise a classifier row per unseen class (and per pseudo-unseen calibration
-    class, from the mapper fitted without them) so its importance matches the prediction.
+    """NIWT: optimise a classifier row per unseen class so its importance matches the
+    mapper's prediction, twice: with ``transfer.niwt`` (the reference variant) and with the
+    variant the validation pipeline chose (``niwt_tuned``).
     """
     options = TransferParams(**params)
     spec = BackboneSpec.from_dict(backbone_spec)
-    weight, bias, seen_ids = _seen_rows(backbone_weights, spec)
+    weight, bias, _ = seen_rows(backbone_weights, spec)
     k_cols = channel_columns(sum(c.startswith("k_") for c in predicted_importance.columns))
-    sources = {"gram": reference_cache.get("gram")}
-    if sources["gram"] is None:
-        sources = {
-            "head": rebuild_split(spec, backbone_weights).head,
-            "activations": reference_cache["activations"],
-        }
-
-    def run(targets: pd.DataFrame, keep_seen: np.ndarray):
-        result = transfer_rows(
-            targets[k_cols].to_numpy(dtype=np.float32),
-            weight[keep_seen],
-            bias[keep_seen],
-            options.niwt,
-            **sources,
-        )
-        return result, targets["class_id"].to_numpy(dtype=np.int64)
-
     final = predicted_importance[
         (predicted_importance["role"] == "final") & ~predicted_importance["seen"]
     ]
-    calib = predicted_importance[predicted_importance["role"] == "calibration"]
-    unseen_result, unseen_ids = run(final, np.ones(len(seen_ids), dtype=bool))
-    calib_result, calib_ids = run(calib, ~np.isin(seen_ids, calib["class_id"].to_numpy()))
-    logger.info(
-        "NIWT transfer: %d unseen rows in %d steps (%s, loss %.4f); "
-        "%d calibration rows in %d steps",
-        len(unseen_ids),
-        unseen_result.steps,
-        unseen_result.stopped_reason,
-        unseen_result.best_loss,
-        len(calib_ids),
-        calib_result.steps,
-    )
-    rows = {
-        "unseen_class_id": torch.as_tensor(unseen_ids),
-        "unseen_weight": unseen_result.weight,
-        "unseen_bias": unseen_result.bias,
-        "calibration_class_id": torch.as_tensor(calib_ids),
-        "calibration_weight": calib_result.weight,
-        "calibration_bias": calib_result.bias,
-    }
+    unseen_ids = final["class_id"].to_numpy(dtype=np.int64)
+    target = final[k_cols].to_numpy(dtype=np.float32)
+    ridge_ids = np.asarray(baseline_models["ridge_class_id"], dtype=np.int64)
+    if not np.array_equal(ridge_ids, unseen_ids):
+        raise InputError(
+            f"baseline_models: ridge rows for classes {ridge_ids.tolist()}, expected the "
+            f"unseen classes {unseen_ids.tolist()}; re-run the transfer pipeline"
+        )
+    ridge_weight = torch.as_tensor(np.asarray(baseline_models["ridge_weight"]), dtype=weight.dtype)
+    tuned = variant_from_choice(options.niwt, validation_choice)
+    results = {}
+    for name, variant in (
+        ("unseen", make_variant(options.niwt, {})),
+        ("tuned", tuned),
+    ):
+        results[name] = niwt_variant_rows(
+            target, weight, bias, variant, reference_cache, backbone_weights, spec, ridge_weight
+        )
+        logger.info(
+            "NIWT transfer (%s): %d unseen rows, %d steps (%s, loss %.4f)",
+            name,
+            len(unseen_ids),
+            results[name].steps,
+            results[name].stopped_reason,
+            results[name].best_loss,
+        )
+    rows = {"unseen_class_id": torch.as_tensor(unseen_ids)}
+    for name, result in results.items():
+        rows[f"{name}_weight"] = result.weight
+        rows[f"{name}_bias"] = result.bias
     report = {
         "config": asdict(options.niwt),
+        "tuned_variant": validation_choice["niwt_tuned"],
         "reference": options.reference.model_dump(),
         **{
             name: {
@@ -195,10 +233,15 @@ def transfer_niwt_rows(
                 "timings": r.timings,
                 "row_norm_ratio": float(r.weight.norm(dim=1).mean() / weight.norm(dim=1).mean()),
             }
-            for name, r in (("unseen", unseen_result), ("calibration", calib_result))
+            for name, r in results.items()
         },
     }
     return rows, report
+
+
+def variant_from_choice(base: TransferConfig, validation_choice: dict[str, Any]) -> NIWTVariant:
+    """The NIWT variant the validation pipeline chose, on top of ``transfer.niwt``."""
+    return make_variant(base, validation_choice["niwt_tuned"])
 
 
 def _features(image_outputs: dict[str, Any], images: pd.DataFrame) -> pd.DataFrame:
@@ -214,18 +257,16 @@ def fit_baselines(
     domain_knowledge: pd.DataFrame,
     backbone_weights: dict[str, Any],
     backbone_spec: dict[str, Any],
-    mapper_report: dict[str, Any],
     params: dict[str, Any],
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Ridge regression domain knowledge -> classifier rows, and ESZSL on the features;
-    each fitted on all seen classes and again without the pseudo-unseen calibration classes.
-    """
+    """Ridge regression domain knowledge -> classifier rows of the unseen classes, and ESZSL
+    on the backbone's training features (its regularisers chosen on pseudo-unseen seen
+    classes unless set)."""
     options = TransferParams(**params).baselines
     spec = BackboneSpec.from_dict(backbone_spec)
-    weight, bias, seen_ids = _seen_rows(backbone_weights, spec)
+    weight, bias, seen_ids = seen_rows(backbone_weights, spec)
     weight, bias = weight.numpy().astype(np.float64), bias.numpy().astype(np.float64)
     dk = domain_knowledge_by_class(domain_knowledge).to_numpy(np.float64)
-    calib_ids = np.asarray(mapper_report["calibration_class_ids"], dtype=np.int64)
     unseen_ids = np.setdiff1d(np.arange(len(dk)), seen_ids)
 
     table = _features(image_outputs, images)
@@ -234,31 +275,27 @@ def fit_baselines(
     features = image_outputs["features"].numpy().astype(np.float64)
     labels = table["class_id"].to_numpy()
 
-    models: dict[str, torch.Tensor] = {}
-    report: dict[str, Any] = {}
-    for name, fit_ids, new_ids in (
-        ("", seen_ids, unseen_ids),
-        ("calibration_", seen_ids[~np.isin(seen_ids, calib_ids)], calib_ids),
-    ):
-        keep = np.isin(seen_ids, fit_ids)  # fit_ids keeps the classifier's row order
-        w_new, b_new = ridge_rows(
-            dk[fit_ids], weight[keep], bias[keep], dk[new_ids], options.ridge_alpha
-        )
-        models[f"{name}ridge_class_id"] = torch.as_tensor(new_ids)
-        models[f"{name}ridge_weight"] = torch.as_tensor(np.asarray(w_new))
-        models[f"{name}ridge_bias"] = torch.as_tensor(np.asarray(b_new))
-        mask = train & np.isin(labels, fit_ids)
-        position = {int(c): j for j, c in enumerate(fit_ids)}
-        y = np.array([position[int(c)] for c in labels[mask]])
-        gamma, lam = options.eszsl_gamma, options.eszsl_lambda
-        if gamma is None or lam is None:
-            chosen = eszsl_select(features[mask], y, dk[fit_ids], seed=options.seed)
-            gamma, lam = chosen.gamma, chosen.lam
-        models[f"{name}eszsl_V"] = torch.as_tensor(
-            np.asarray(eszsl_fit(features[mask], y, dk[fit_ids], gamma, lam))
-        )
-        report[f"{name}eszsl"] = {"gamma": float(gamma), "lambda": float(lam)}
-    logger.info("baselines fitted: ridge rows, ESZSL %s", report)
+    w_new, b_new = ridge_rows(dk[seen_ids], weight, bias, dk[unseen_ids], options.ridge_alpha)
+    mask = train & np.isin(labels, seen_ids)
+    position = {int(c): j for j, c in enumerate(seen_ids)}
+    y = np.array([position[int(c)] for c in labels[mask]])
+    gamma, lam = options.eszsl_gamma, options.eszsl_lambda
+    if gamma is None or lam is None:
+        chosen = eszsl_select(features[mask], y, dk[seen_ids], seed=options.seed)
+        gamma, lam = chosen.gamma, chosen.lam
+    models = {
+        "ridge_class_id": torch.as_tensor(unseen_ids),
+        "ridge_weight": torch.as_tensor(np.asarray(w_new)),
+        "ridge_bias": torch.as_tensor(np.asarray(b_new)),
+        "eszsl_V": torch.as_tensor(
+            np.asarray(eszsl_fit(features[mask], y, dk[seen_ids], gamma, lam))
+        ),
+    }
+    report = {
+        "eszsl": {"gamma": float(gamma), "lambda": float(lam)},
+        "ridge_alpha": options.ridge_alpha,
+    }
+    logger.info("baselines fitted: ridge rows, ESZSL %s", report["eszsl"])
     return models, report
 
 
@@ -266,66 +303,55 @@ def score_methods(
     image_outputs: dict[str, Any],
     images: pd.DataFrame,
     classes: pd.DataFrame,
-    backbone_split: pd.DataFrame,
     domain_knowledge: pd.DataFrame,
     backbone_weights: dict[str, Any],
     backbone_spec: dict[str, Any],
     niwt_rows: dict[str, Any],
     baseline_models: dict[str, Any],
+    validation_choice: dict[str, Any],
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Score every method on the test images over all classes, and choose each method's
-    calibration gamma on the held-out seen images with the pseudo-unseen classes.
+    """Score every method on the test images over all classes; each method's calibration
+    gamma is the one the validation pipeline chose (no test data involved).
 
     Returns:
-        test scores (``<method>`` (N_test, C) and ``image_id``); calibration (JSON):
-        per method the chosen gamma and the validation S/U/H.
+        test scores (``<method>`` (N_test, C) and ``image_id``); calibration (JSON): per
+        method the gamma and its validation S/U/H/AUSUC, and the validated choices.
     """
     spec = BackboneSpec.from_dict(backbone_spec)
-    weight, bias, seen_ids = _seen_rows(backbone_weights, spec)
-    seen_rows = rows_by_class(weight.numpy(), bias.numpy(), seen_ids)
+    weight, bias, seen_ids = seen_rows(backbone_weights, spec)
+    seen_table = rows_by_class(weight.numpy(), bias.numpy(), seen_ids)
     dk = domain_knowledge_by_class(domain_knowledge).to_numpy(np.float64)
     all_ids = classes.sort_values("class_id")["class_id"].to_numpy(dtype=np.int64)
     table = _features(image_outputs, images)
-    features = image_outputs["features"].numpy().astype(np.float64)
-
-    def linear(prefix: str, weights: dict[str, Any], key: str) -> dict:
-        return rows_by_class(
-            np.asarray(weights[f"{prefix}{key}_weight"]),
-            np.asarray(weights[f"{prefix}{key}_bias"]),
-            np.asarray(weights[f"{prefix}{key}_class_id"]),
-        )
-
-    def method_scores(feats: np.ndarray, ids: np.ndarray, prefix: str) -> dict[str, np.ndarray]:
-        niwt_key = "unseen" if prefix == "" else "calibration"
-        return {
-            "niwt": row_scores(feats, {**seen_rows, **linear("", niwt_rows, niwt_key)}, ids),
-            "weight_regression": row_scores(
-                feats, {**seen_rows, **linear(prefix, baseline_models, "ridge")}, ids
-            ),
-            "eszsl": eszsl_scores(feats, np.asarray(baseline_models[f"{prefix}eszsl_V"]), dk[ids]),
-        }
-
-    # calibration: held-out seen images, seen classes, the pseudo-unseen ones as "unseen"
-    calib_ids = np.asarray(niwt_rows["calibration_class_id"], dtype=np.int64)
-    holdout = set(backbone_split.loc[backbone_split["role"] == "holdout", "image_id"])
-    val = table["image_id"].isin(holdout).to_numpy()
-    val_problem = problem_for(table["class_id"].to_numpy()[val], seen_ids, calib_ids)
-    val_scores = method_scores(features[val], seen_ids, "calibration_")
-    calibration = {}
-    for method, scores in val_scores.items():
-        gamma = calibrate(scores, val_problem)
-        calibration[method] = {
-            "gamma": gamma,
-            **{
-                k: v for k, v in evaluate_scores(scores, val_problem, gamma).items() if k != "curve"
-            },
-        }
-
     test = table["split"].isin(["test_seen", "test_unseen"]).to_numpy()
-    test_scores = method_scores(features[test], all_ids, "")
-    out = {m: torch.as_tensor(s, dtype=torch.float32) for m, s in test_scores.items()}
+    features = image_outputs["features"].numpy().astype(np.float64)[test]
+
+    def linear(weights: dict[str, Any], prefix: str, ids_key: str) -> np.ndarray:
+        new = rows_by_class(
+            np.asarray(weights[f"{prefix}_weight"]),
+            np.asarray(weights[f"{prefix}_bias"]),
+            np.asarray(weights[ids_key]),
+        )
+        return row_scores(features, {**seen_table, **new}, all_ids)
+
+    eszsl = eszsl_scores(features, np.asarray(baseline_models["eszsl_V"]), dk[all_ids])
+    fusion = float(validation_choice["niwt_tuned"].get("fusion", 0.0))
+    scores = {
+        "niwt": linear(niwt_rows, "unseen", "unseen_class_id"),
+        "niwt_tuned": fuse_scores(linear(niwt_rows, "tuned", "unseen_class_id"), eszsl, fusion),
+        "weight_regression": linear(baseline_models, "ridge", "ridge_class_id"),
+        "eszsl": eszsl,
+    }
+    out = {m: torch.as_tensor(s, dtype=torch.float32) for m, s in scores.items()}
     out["image_id"] = torch.as_tensor(table["image_id"].to_numpy()[test])
-    return out, {"calibration_class_ids": calib_ids.tolist(), "methods": calibration}
+    calibration = {
+        "source": "validation pipeline: pseudo-unseen classes, a backbone that never saw them",
+        "pseudo_unseen_class_ids": validation_choice["pseudo_unseen_class_ids"],
+        "mapper": validation_choice["mapper"],
+        "niwt_tuned": validation_choice["niwt_tuned"],
+        "methods": {m: dict(validation_choice["methods"][m]) for m in METHODS},
+    }
+    return out, calibration
 
 
 def report_gzsl(
@@ -369,6 +395,10 @@ def report_gzsl(
         "backbone": {"arch": backbone_spec["arch"], "layer": backbone_spec["layer"]},
         "n_test_images": int(len(problem.labels)),
         "methods": methods,
+        "validation": {
+            key: calibration[key]
+            for key in ("source", "pseudo_unseen_class_ids", "mapper", "niwt_tuned")
+        },
     }
     curve_plot = plot_seen_unseen_curves(
         {m: (np.asarray(c["S"]), np.asarray(c["U"])) for m, c in curves.items()},

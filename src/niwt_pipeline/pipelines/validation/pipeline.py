@@ -1,0 +1,83 @@
+"""The ``validation`` pipeline.
+
+Some seen classes are treated as pseudo-unseen: a second backbone is trained without them
+(same recipe as ``backbone``), and every hyper-parameter choice (mapper, NIWT variant and
+its transfer settings, fusion with ESZSL) and every method's calibration gamma is made on
+them.  Test images are never read.
+"""
+
+from __future__ import annotations
+
+from kedro.pipeline import Node, Pipeline
+
+from niwt_pipeline.pipelines.validation.nodes import (
+    cache_validation_reference,
+    extract_validation_outputs,
+    select_hyperparameters,
+    split_for_validation,
+    train_validation_backbone,
+)
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    """images + backbone split + domain knowledge -> validated choices and gammas."""
+    return Pipeline(
+        [
+            Node(
+                split_for_validation,
+                inputs=["images", "classes", "backbone_split", "params:validation"],
+                outputs="validation_split",
+                name="split_for_validation",
+            ),
+            Node(
+                train_validation_backbone,
+                inputs=["images", "validation_split", "params:backbone"],
+                outputs=[
+                    "validation_backbone_weights",
+                    "validation_backbone_spec",
+                    "validation_backbone_report",
+                ],
+                name="train_validation_backbone",
+            ),
+            Node(
+                extract_validation_outputs,
+                inputs=[
+                    "validation_backbone_weights",
+                    "validation_backbone_spec",
+                    "images",
+                    "validation_split",
+                    "params:extraction",
+                ],
+                outputs="validation_image_outputs",
+                name="extract_validation_outputs",
+            ),
+            Node(
+                cache_validation_reference,
+                inputs=[
+                    "validation_backbone_weights",
+                    "validation_backbone_spec",
+                    "images",
+                    "params:validation",
+                    "params:transfer",
+                ],
+                outputs="validation_reference_cache",
+                name="cache_validation_reference",
+            ),
+            Node(
+                select_hyperparameters,
+                inputs=[
+                    "validation_image_outputs",
+                    "validation_reference_cache",
+                    "validation_backbone_weights",
+                    "validation_backbone_spec",
+                    "validation_split",
+                    "domain_knowledge",
+                    "params:validation",
+                    "params:mapping",
+                    "params:transfer",
+                ],
+                outputs=["validation_choice", "validation_results", "validation_metrics"],
+                name="select_hyperparameters",
+            ),
+        ]
+    )

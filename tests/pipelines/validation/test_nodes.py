@@ -1,0 +1,139 @@
+"""Validation nodes: pseudo-unseen split, a backbone that never saw them, and the choice."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from niwt_pipeline.core.errors import InputError
+from niwt_pipeline.pipelines.validation.nodes import (
+    select_hyperparameters,
+    split_for_validation,
+)
+
+METHODS = {"niwt", "niwt_tuned", "weight_regression", "eszsl"}
+
+
+def test_split_gives_pseudo_unseen_classes_all_their_trainval_images(chain):
+    split, backbone_split = chain.validation_split, chain.backbone_split
+    pseudo = chain.validation_choice["pseudo_unseen_class_ids"]
+
+    assert len(pseudo) == 2 and set(pseudo) <= set(chain.seen_ids)
+    assert split["image_id"].tolist() == backbone_split["image_id"].tolist()
+    assert set(split.loc[split["role"] == "pseudo_unseen", "class_id"]) == set(pseudo)
+    kept = split[~split["class_id"].isin(pseudo)]
+    roles = backbone_split.set_index("image_id").loc[kept["image_id"], "role"]
+    assert kept["role"].tolist() == roles.tolist()  # the backbone's own train/holdout roles
+    test_ids = chain.images.loc[chain.images["split"] != "trainval", "image_id"]
+    assert not set(split["image_id"]) & set(test_ids)
+
+
+def test_validation_backbone_has_no_output_for_the_pseudo_unseen_classes(chain):
+    spec, report = chain.validation_backbone_spec, chain.validation_backbone_report
+    pseudo = chain.validation_choice["pseudo_unseen_class_ids"]
+
+    assert report["pseudo_unseen_class_ids"] == pseudo
+    assert spec["seen_class_ids"] == sorted(set(chain.seen_ids) - set(pseudo))
+    assert chain.validation_backbone_weights["fc.weight"].shape[0] == len(spec["seen_class_ids"])
+    train = chain.validation_split["role"] == "train"
+    assert report["n_train_images"] == int(train.sum())
+    assert np.isnan(report["seen_accuracy_test"])  # no test image is read
+
+
+def test_validation_outputs_cover_exactly_the_validation_images(chain):
+    outputs, split = chain.validation_image_outputs, chain.validation_split
+    assert sorted(outputs["image_id"].tolist()) == sorted(split["image_id"].tolist())
+    pseudo = split.set_index("image_id").loc[outputs["image_id"].numpy(), "role"].to_numpy()
+    importance = outputs["importance_gt"].numpy()
+    assert np.isnan(importance[pseudo == "pseudo_unseen"]).all()  # no output for them
+    assert np.isfinite(importance[pseudo != "pseudo_unseen"]).all()
+    assert chain.validation_reference_cache["gram"].shape[0] == 16  # reference_max_images
+
+
+def test_choice_names_the_best_candidate_and_every_gamma(chain):
+    choice, table = chain.validation_choice, chain.validation_results
+
+    # 2 mappers x (reference + 2 least-squares ridges) x 2 fusion weights
+    assert len(table) == choice["n_candidates"] == 12
+    assert table["chosen"].sum() == 1
+    best = table[table["chosen"]].iloc[0]
+    assert best["criterion"] == table["criterion"].max()
+    assert best["criterion"] == pytest.approx(0.5 * (best["H"] + best["ausuc"]))
+    assert choice["mapper"] == json.loads(best["mapper"])
+    assert choice["niwt_tuned"] == {**json.loads(best["niwt"]), "fusion": best["fusion"]}
+    assert set(choice["methods"]) == METHODS
+    assert choice["methods"]["niwt_tuned"]["gamma"] == pytest.approx(best["gamma"])
+    reference = table[table["reference"] & (table["mapper"] == best["mapper"])].iloc[0]
+    assert choice["methods"]["niwt"]["H"] == pytest.approx(reference["H"])
+    for values in choice["methods"].values():
+        assert 0 <= values["H"] <= 1 and np.isfinite(values["gamma"])
+    assert set(chain.validation_metrics) == {f"{m}.{k}" for m in METHODS for k in ("H", "ausuc")}
+
+
+def _select(chain, params_for, overrides):
+    return select_hyperparameters(
+        chain.validation_image_outputs,
+        chain.validation_reference_cache,
+        chain.validation_backbone_weights,
+        chain.validation_backbone_spec,
+        chain.validation_split,
+        chain.domain_knowledge,
+        params_for("validation", overrides),
+        params_for("mapping"),
+        params_for("transfer"),
+    )
+
+
+def test_duplicate_candidates_are_scored_once(chain, params_for):
+    grid = {
+        "mapper_grid": {"weight_decay": [0.0]},
+        "niwt_grid": {
+            "solver": ["least_squares"],
+            "init": ["seen_centred", "ridge"],
+            "lr": [0.1, 0.2],
+            "ls_alpha": [0.01],
+            "anchor": ["mean_seen"],
+        },
+        "fusion_grid": [0.0],
+    }
+    choice, table, _ = _select(chain, params_for, grid)
+
+    # init and lr do not change least-squares rows: reference + one least-squares candidate
+    assert len(table) == 2
+    assert table["reference"].tolist() == [True, False]
+
+
+def test_selection_is_deterministic(chain, params_for):
+    choice, table, _ = _select(chain, params_for, {})
+    assert choice == chain.validation_choice
+    columns = [c for c in table.columns if c != "transfer_seconds"]
+    assert table[columns].equals(chain.validation_results[columns])
+
+
+def test_too_many_pseudo_unseen_classes_are_refused(chain, params_for):
+    with pytest.raises(InputError, match=r"at least two must stay seen"):
+        split_for_validation(
+            chain.images,
+            chain.classes,
+            chain.backbone_split,
+            params_for("validation", {"pseudo_unseen_classes": len(chain.seen_ids) - 1}),
+        )
+
+
+@pytest.mark.parametrize(
+    ("bad", "key"),
+    [
+        ({"criterion": "accuracy"}, r"criterion"),
+        ({"mapper_grid": {"learning_rate": [0.1]}}, r"learning_rate"),
+        ({"niwt_grid": {"solver": ["newton"]}}, r"solver"),
+        ({"niwt_grid": {"fusion": [1.0]}}, r"fusion_grid"),
+        ({"fusion_grid": [-1.0]}, r"fusion_grid"),
+        ({"pseudo_unseen_classes": 0}, r"pseudo_unseen_classes"),
+    ],
+)
+def test_bad_parameters_are_refused_naming_the_key(params_for, bad, key):
+    with pytest.raises((ValidationError, InputError), match=key):
+        split_for_validation(None, None, None, params_for("validation", bad))
