@@ -198,11 +198,10 @@ def transfer_niwt_rows(
             f"unseen classes {unseen_ids.tolist()}; re-run the transfer pipeline"
         )
     ridge_weight = torch.as_tensor(np.asarray(baseline_models["ridge_weight"]), dtype=weight.dtype)
-    tuned = variant_from_choice(options.niwt, validation_choice)
     results = {}
     for name, variant in (
         ("unseen", make_variant(options.niwt, {})),
-        ("tuned", tuned),
+        ("tuned", make_variant(options.niwt, validation_choice["niwt_tuned"])),
     ):
         results[name] = niwt_variant_rows(
             target, weight, bias, variant, reference_cache, backbone_weights, spec, ridge_weight
@@ -237,11 +236,6 @@ def transfer_niwt_rows(
         },
     }
     return rows, report
-
-
-def variant_from_choice(base: TransferConfig, validation_choice: dict[str, Any]) -> NIWTVariant:
-    """The NIWT variant the validation pipeline chose, on top of ``transfer.niwt``."""
-    return make_variant(base, validation_choice["niwt_tuned"])
 
 
 def _features(image_outputs: dict[str, Any], images: pd.DataFrame) -> pd.DataFrame:

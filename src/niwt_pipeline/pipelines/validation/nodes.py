@@ -169,22 +169,17 @@ def train_validation_backbone(
         state dict, spec (JSON), report (JSON).
     """
     options = BackboneParams(**params)
-    kept = validation_split[validation_split["role"] != "pseudo_unseen"]
-    seen_ids = sorted(int(c) for c in kept["class_id"].unique())
+    pseudo = validation_split["role"] == "pseudo_unseen"
     state, spec, report = fit_backbone(
         options,
-        seen_ids,
+        sorted(int(c) for c in validation_split.loc[~pseudo, "class_id"].unique()),
         _rows(images, validation_split, "train"),
         _rows(images, validation_split, "holdout"),
         None,
     )
-    pseudo = sorted(
-        int(c)
-        for c in validation_split.loc[
-            validation_split["role"] == "pseudo_unseen", "class_id"
-        ].unique()
+    report["pseudo_unseen_class_ids"] = sorted(
+        int(c) for c in validation_split.loc[pseudo, "class_id"].unique()
     )
-    report["pseudo_unseen_class_ids"] = pseudo
     return state, spec, report
 
 
