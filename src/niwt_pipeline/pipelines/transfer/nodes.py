@@ -244,6 +244,42 @@ def _features(image_outputs: dict[str, Any], images: pd.DataFrame) -> pd.DataFra
     return images.set_index("image_id").loc[order].reset_index()
 
 
+def baseline_rows(
+    features: np.ndarray,
+    labels: np.ndarray,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    seen_ids: np.ndarray,
+    dk: np.ndarray,
+    new_ids: np.ndarray,
+    options: BaselineParams,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float]:
+    """Both baselines for the classes ``new_ids``: ridge-regressed rows from the seen rows
+    ``weight`` (S, D), ``bias`` (S,) of the classes ``seen_ids``, and ESZSL fitted on the
+    training ``features`` (N, D) with class ids ``labels`` (its regularisers chosen on
+    pseudo-unseen seen classes unless ``options`` sets them).
+
+    Returns:
+        ridge rows (U, D) and biases (U,), ESZSL's V (D, A), its gamma and lambda.
+    """
+    features = np.asarray(features, dtype=np.float64)
+    w_new, b_new = ridge_rows(
+        dk[seen_ids],
+        weight.numpy().astype(np.float64),
+        bias.numpy().astype(np.float64),
+        dk[new_ids],
+        options.ridge_alpha,
+    )
+    position = {int(c): j for j, c in enumerate(seen_ids)}
+    y = np.array([position[int(c)] for c in labels])
+    gamma, lam = options.eszsl_gamma, options.eszsl_lambda
+    if gamma is None or lam is None:
+        chosen = eszsl_select(features, y, dk[seen_ids], seed=options.seed)
+        gamma, lam = chosen.gamma, chosen.lam
+    v = eszsl_fit(features, y, dk[seen_ids], gamma, lam)
+    return np.asarray(w_new), np.asarray(b_new), np.asarray(v), float(gamma), float(lam)
+
+
 def fit_baselines(
     image_outputs: dict[str, Any],
     images: pd.DataFrame,
@@ -259,31 +295,28 @@ def fit_baselines(
     options = TransferParams(**params).baselines
     spec = BackboneSpec.from_dict(backbone_spec)
     weight, bias, seen_ids = seen_rows(backbone_weights, spec)
-    weight, bias = weight.numpy().astype(np.float64), bias.numpy().astype(np.float64)
     dk = domain_knowledge_by_class(domain_knowledge).to_numpy(np.float64)
     unseen_ids = np.setdiff1d(np.arange(len(dk)), seen_ids)
 
     table = _features(image_outputs, images)
     train_ids = set(backbone_split.loc[backbone_split["role"] == "train", "image_id"])
-    train = table["image_id"].isin(train_ids).to_numpy()
-    features = image_outputs["features"].numpy().astype(np.float64)
     labels = table["class_id"].to_numpy()
-
-    w_new, b_new = ridge_rows(dk[seen_ids], weight, bias, dk[unseen_ids], options.ridge_alpha)
-    mask = train & np.isin(labels, seen_ids)
-    position = {int(c): j for j, c in enumerate(seen_ids)}
-    y = np.array([position[int(c)] for c in labels[mask]])
-    gamma, lam = options.eszsl_gamma, options.eszsl_lambda
-    if gamma is None or lam is None:
-        chosen = eszsl_select(features[mask], y, dk[seen_ids], seed=options.seed)
-        gamma, lam = chosen.gamma, chosen.lam
+    mask = table["image_id"].isin(train_ids).to_numpy() & np.isin(labels, seen_ids)
+    w_new, b_new, v, gamma, lam = baseline_rows(
+        image_outputs["features"].numpy()[mask],
+        labels[mask],
+        weight,
+        bias,
+        seen_ids,
+        dk,
+        unseen_ids,
+        options,
+    )
     models = {
         "ridge_class_id": torch.as_tensor(unseen_ids),
-        "ridge_weight": torch.as_tensor(np.asarray(w_new)),
-        "ridge_bias": torch.as_tensor(np.asarray(b_new)),
-        "eszsl_V": torch.as_tensor(
-            np.asarray(eszsl_fit(features[mask], y, dk[seen_ids], gamma, lam))
-        ),
+        "ridge_weight": torch.as_tensor(w_new),
+        "ridge_bias": torch.as_tensor(b_new),
+        "eszsl_V": torch.as_tensor(v),
     }
     report = {
         "eszsl": {"gamma": float(gamma), "lambda": float(lam)},

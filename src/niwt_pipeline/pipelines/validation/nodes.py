@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from niwt_pipeline.core.baselines import eszsl_fit, eszsl_scores, eszsl_select, ridge_rows
+from niwt_pipeline.core.baselines import eszsl_scores
 from niwt_pipeline.core.data.tables import domain_knowledge_by_class
 from niwt_pipeline.core.errors import InputError
 from niwt_pipeline.core.gzsl import problem_for, row_scores, rows_by_class
@@ -40,6 +40,7 @@ from niwt_pipeline.pipelines.extraction.nodes import extract_image_outputs
 from niwt_pipeline.pipelines.mapping.nodes import MappingParams
 from niwt_pipeline.pipelines.transfer.nodes import (
     TransferParams,
+    baseline_rows,
     cache_reference,
     niwt_variant_rows,
     seen_rows,
@@ -245,16 +246,9 @@ def select_hyperparameters(
     train = role == "train"
 
     # baselines on the validation backbone
-    ridge_w, ridge_b = ridge_rows(
-        dk[seen_ids], weight.numpy(), bias.numpy(), dk[pseudo], transfer.baselines.ridge_alpha
+    ridge_w, ridge_b, v, gamma, lam = baseline_rows(
+        features[train], labels[train], weight, bias, seen_ids, dk, pseudo, transfer.baselines
     )
-    position = {int(c): j for j, c in enumerate(seen_ids)}
-    y = np.array([position[int(c)] for c in labels[train]])
-    gamma, lam = transfer.baselines.eszsl_gamma, transfer.baselines.eszsl_lambda
-    if gamma is None or lam is None:
-        chosen = eszsl_select(features[train], y, dk[seen_ids], seed=transfer.baselines.seed)
-        gamma, lam = chosen.gamma, chosen.lam
-    v = eszsl_fit(features[train], y, dk[seen_ids], gamma, lam)
 
     evaluate = np.isin(role, ("holdout", "pseudo_unseen"))
     all_ids = np.union1d(seen_ids, pseudo)
