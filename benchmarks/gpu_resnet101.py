@@ -21,7 +21,7 @@ import time
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from niwt_pipeline.core.backbones import build_backbone, split_at_layer
+from niwt_pipeline.core.backbones import build_backbone, cut_at_layer
 from niwt_pipeline.core.importance import extraction_throughput, forward_throughput
 from niwt_pipeline.core.training import resolve_device
 from niwt_pipeline.core.transfer import (
@@ -54,7 +54,7 @@ def main() -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"device: {name}; torch {torch.__version__}")
 
-    split = split_at_layer(build_backbone("resnet101", num_classes=150), "layer4.0")
+    split = cut_at_layer(build_backbone("resnet101", num_classes=150), "layer4.0")
     split = split.to(device).eval()
     g = torch.Generator().manual_seed(0)
     x = torch.randn(args.images, 3, 224, 224, generator=g)

@@ -22,7 +22,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from niwt_pipeline.core.backbones import build_backbone, default_layer, split_at_layer
+from niwt_pipeline.core.backbones import build_backbone, cut_at_layer, default_layer
 from niwt_pipeline.core.importance import extract, extraction_throughput, forward_throughput
 
 logger = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ def run_case(case: Case, rounds: int) -> list[str]:
     layer_name = default_layer(case.arch)
     layer = model.get_submodule(layer_name)
     mod = f"model.{layer_name}"
-    split = split_at_layer(model, layer_name).eval()
+    split = cut_at_layer(model, layer_name).eval()
     g = torch.Generator().manual_seed(0)
     x = torch.randn(case.batch, 3, case.size, case.size, generator=g)
     y = torch.randint(0, case.n_classes, (case.batch,), generator=g)

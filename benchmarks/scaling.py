@@ -8,7 +8,7 @@ import torch
 from common import Section, interleaved_best, r_squared, table, wall
 from torch.utils.data import DataLoader, TensorDataset
 
-from niwt_pipeline.core.backbones import build_backbone, default_layer, split_at_layer
+from niwt_pipeline.core.backbones import build_backbone, cut_at_layer, default_layer
 from niwt_pipeline.core.importance import extract
 
 LINEAR_R2 = 0.99
@@ -52,7 +52,7 @@ def run(
 ) -> None:
     """Time ``extract`` for each count (at ``fixed_size``) and each size (at ``fixed_count``)."""
     torch.manual_seed(0)
-    split = split_at_layer(build_backbone(arch, num_classes=n_classes), default_layer(arch)).eval()
+    split = cut_at_layer(build_backbone(arch, num_classes=n_classes), default_layer(arch)).eval()
     n_cls = split.classifier.out_features
     loaders = {("n", n): _loader(n, fixed_size, n_cls, batch) for n in counts}
     loaders |= {("px", px): _loader(fixed_count, px, n_cls, batch) for px in sizes}

@@ -14,7 +14,7 @@ import argparse
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from niwt_pipeline.core.backbones import build_backbone, default_layer, split_at_layer
+from niwt_pipeline.core.backbones import build_backbone, cut_at_layer, default_layer
 from niwt_pipeline.core.importance import extraction_throughput, forward_throughput
 from niwt_pipeline.core.training import resolve_device
 
@@ -37,7 +37,7 @@ def main() -> None:
     for arch, size, n_classes in CASES:
         model = build_backbone(arch, num_classes=n_classes)
         layer = default_layer(arch)
-        split = split_at_layer(model, layer).to(device).eval()
+        split = cut_at_layer(model, layer).to(device).eval()
         n = args.batch_size * args.batches
         generator = torch.Generator().manual_seed(0)
         x = torch.randn(n, 3, size, size, generator=generator)

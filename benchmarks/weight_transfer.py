@@ -15,7 +15,7 @@ import time
 import torch
 from common import Section, table
 
-from niwt_pipeline.core.backbones import build_backbone, default_layer, split_at_layer
+from niwt_pipeline.core.backbones import build_backbone, cut_at_layer, default_layer
 from niwt_pipeline.core.transfer import (
     TransferConfig,
     TransferResult,
@@ -41,7 +41,7 @@ def run(
     torch.manual_seed(0)
     model = build_backbone(arch, num_classes=n_classes).eval()
     layer = default_layer(arch)
-    split = split_at_layer(model, layer).eval()
+    split = cut_at_layer(model, layer).eval()
     size = 64 if arch == "small_cnn" else 224
     g = torch.Generator().manual_seed(0)
     images = torch.randn(n_images, 3, size, size, generator=g)

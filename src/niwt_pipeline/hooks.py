@@ -1,4 +1,8 @@
-"""Cross-cutting concerns, one per hook class: parameter validation, runtime setup, timing."""
+"""Cross-cutting concerns, one per hook class: upstream checks, runtime setup, timing, and
+MLflow's parameter logging of typed parameter blocks.
+
+Parameters themselves are validated by Kedro (typed ``params:`` inputs of the nodes, see
+:mod:`niwt_pipeline.params`)."""
 
 from __future__ import annotations
 
@@ -10,18 +14,9 @@ import time
 from typing import Any
 
 from kedro.framework.hooks import hook_impl
+from kedro_mlflow.framework.hooks import MlflowHook
 
 logger = logging.getLogger(__name__)
-
-
-class ParameterValidationHook:
-    """Validates every parameter block against its typed schema before any node runs."""
-
-    @hook_impl
-    def after_context_created(self, context: Any) -> None:
-        from niwt_pipeline.params import validate_parameters
-
-        validate_parameters(context.params)
 
 
 class UpstreamCheckHook:
@@ -52,7 +47,7 @@ class UpstreamCheckHook:
             for output in pipe.all_outputs()
         }
         lines = [
-            f"  - {name}: run `kedro run --pipeline={producers.get(name, '?')}` first"
+            f"  - {name}: run `kedro run --pipelines={producers.get(name, '?')}` first"
             for name in missing
         ]
         raise InputError(
@@ -61,12 +56,12 @@ class UpstreamCheckHook:
 
 
 def _every_pipeline() -> dict[str, Any]:
-    """Every named pipeline of the project (Kedro loads only the one being run)."""
+    """Every named pipeline of the project (Kedro's registry, and ``find_pipelines``, hold
+    only the pipelines being run)."""
     import importlib
     import pkgutil
 
-    import niwt_pipeline.pipelines as package
-
+    package = importlib.import_module("niwt_pipeline.pipelines")
     return {
         info.name: importlib.import_module(f"{package.__name__}.{info.name}").create_pipeline()
         for info in pkgutil.iter_modules(package.__path__)
@@ -82,9 +77,9 @@ class RuntimeHook:
         import numpy as np
         import torch
 
-        from niwt_pipeline.params import runtime_settings
+        from niwt_pipeline.params import RuntimeParams
 
-        settings = runtime_settings(_load_params(catalog))
+        settings = _runtime_settings(_load_params(catalog), RuntimeParams)
         random.seed(settings.seed)
         np.random.seed(settings.seed)
         torch.manual_seed(settings.seed)
@@ -154,6 +149,54 @@ def peak_rss_mb() -> float:
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return max(own, children) / 1024.0
+
+
+def _runtime_settings(params: dict[str, Any], model: Any) -> Any:
+    """The ``runtime`` block as its model; a bad value is an input error naming the key."""
+    from pydantic import ValidationError
+
+    from niwt_pipeline.core.errors import InputError
+
+    try:
+        return model.model_validate(params.get("runtime") or {})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"runtime.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise InputError(f"parameters [runtime]: {problems}") from None
+
+
+class TypedParamsMlflowHook(MlflowHook):
+    """kedro-mlflow's hook, logging typed parameter blocks as flattened parameters.
+
+    Kedro hands nodes their ``params:<block>`` inputs as pydantic models (see
+    :mod:`niwt_pipeline.params`); kedro-mlflow flattens only dicts, so it would log a whole
+    block as one string.  This subclass turns each model back into its plain dict before
+    kedro-mlflow logs it (``backbone.train.lr`` etc.); everything else is kedro-mlflow's.
+    Registered in ``settings.py`` in place of the plugin's own instance.
+    """
+
+    @hook_impl
+    def before_node_run(
+        self, node: Any, catalog: Any, inputs: dict[str, Any], is_async: bool
+    ) -> None:
+        plain = {name: _plain(value) for name, value in inputs.items()}
+        super().before_node_run(node, catalog, plain, is_async)
+
+
+def _plain(value: Any) -> Any:
+    """A pydantic model or dataclass as a JSON-ready dict; anything else unchanged."""
+    import dataclasses
+
+    from pydantic import BaseModel
+
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 def _load_params(catalog: Any) -> dict[str, Any]:

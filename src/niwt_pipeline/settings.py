@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from niwt_pipeline.hooks import (
-    ParameterValidationHook,
     RuntimeHook,
     StageTimingHook,
+    TypedParamsMlflowHook,
     UpstreamCheckHook,
 )
 
-# Hooks run in LIFO order; each one owns a single cross-cutting concern.
-HOOKS = (StageTimingHook(), RuntimeHook(), UpstreamCheckHook(), ParameterValidationHook())
+# Hooks run in LIFO order; each one owns a single cross-cutting concern.  kedro-mlflow's
+# own hook instance is replaced by a subclass that logs typed parameter blocks flattened.
+HOOKS = (TypedParamsMlflowHook(), StageTimingHook(), RuntimeHook(), UpstreamCheckHook())
+DISABLE_HOOKS_FOR_PLUGINS = ("kedro_mlflow",)
 
 CONFIG_LOADER_ARGS = {
     "base_env": "base",

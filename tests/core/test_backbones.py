@@ -1,4 +1,4 @@
-"""Backbones: construction, weights files, splitting at a node, the linear-layer check."""
+"""Backbones: construction, weights files, cutting at a node, the linear-layer check."""
 
 from __future__ import annotations
 
@@ -9,16 +9,16 @@ from torch import nn
 from niwt_pipeline.core.backbones import (
     ARCHS,
     IMAGENET_MEAN,
+    CutModel,
     SmallCNN,
-    SplitModel,
     build_backbone,
     check_importance_layer,
     classifier_name,
+    cut_at_layer,
     default_layer,
     get_classifier,
     preprocessing,
     save_weights,
-    split_at_layer,
 )
 from niwt_pipeline.core.errors import InputError
 
@@ -100,90 +100,88 @@ def test_bad_weights_names():
         build_backbone("small_cnn", None)
 
 
-def _assert_split_matches(
-    model: nn.Module, layer: str, x: torch.Tensor, channels: int
-) -> SplitModel:
-    split = split_at_layer(model, layer)
+def _assert_cut_matches(model: nn.Module, layer: str, x: torch.Tensor, channels: int) -> CutModel:
+    cut = cut_at_layer(model, layer)
     with torch.no_grad():
-        activations = split.stem(x)
-        z = split.head(activations)
+        activations = cut.stem(x)
+        z = cut.head(activations)
         expected = model(x)
-        assert torch.allclose(split(x), expected, atol=1e-5)
-        assert torch.allclose(split.classifier(z), expected, atol=1e-5)
+        assert torch.allclose(cut(x), expected, atol=1e-5)
+        assert torch.allclose(cut.classifier(z), expected, atol=1e-5)
     assert activations.ndim == 4 and activations.shape[1] == channels
     assert z.shape == (x.shape[0], get_classifier(model).in_features)
-    assert split.classifier is get_classifier(model)
-    return split
+    assert cut.classifier is get_classifier(model)
+    return cut
 
 
-def test_split_small_cnn():
+def test_cut_small_cnn():
     torch.manual_seed(0)
     model = build_backbone("small_cnn", 5).eval()
-    split = _assert_split_matches(model, default_layer("small_cnn"), torch.randn(2, 3, 64, 64), 128)
-    assert split.stem(torch.randn(1, 3, 64, 64)).shape == (1, 128, 8, 8)
-    check_importance_layer(split, torch.randn(2, 3, 64, 64))
+    cut = _assert_cut_matches(model, default_layer("small_cnn"), torch.randn(2, 3, 64, 64), 128)
+    assert cut.stem(torch.randn(1, 3, 64, 64)).shape == (1, 128, 8, 8)
+    check_importance_layer(cut, torch.randn(2, 3, 64, 64))
 
 
-def test_split_resnet18(resnet18):
-    split = _assert_split_matches(resnet18, "layer4.0", torch.randn(2, 3, 64, 64), 512)
-    check_importance_layer(split, torch.randn(2, 3, 64, 64))
+def test_cut_resnet18(resnet18):
+    cut = _assert_cut_matches(resnet18, "layer4.0", torch.randn(2, 3, 64, 64), 512)
+    check_importance_layer(cut, torch.randn(2, 3, 64, 64))
 
 
-def test_split_vgg16_conv5_3(vgg16):
-    split = _assert_split_matches(vgg16, "features.28", torch.randn(1, 3, 64, 64), 512)
-    check_importance_layer(split, torch.randn(1, 3, 64, 64))
+def test_cut_vgg16_conv5_3(vgg16):
+    cut = _assert_cut_matches(vgg16, "features.28", torch.randn(1, 3, 64, 64), 512)
+    check_importance_layer(cut, torch.randn(1, 3, 64, 64))
 
 
-def test_split_efficientnet_lite0_default_layer():
+def test_cut_efficientnet_lite0_default_layer():
     torch.manual_seed(0)
     model = build_backbone("efficientnet_lite0", 5).eval()
-    split = _assert_split_matches(
+    cut = _assert_cut_matches(
         model, default_layer("efficientnet_lite0"), torch.randn(2, 3, 64, 64), 192
     )
-    check_importance_layer(split, torch.randn(2, 3, 64, 64))
+    check_importance_layer(cut, torch.randn(2, 3, 64, 64))
 
 
-def test_split_keeps_train_mode_and_does_not_mutate():
+def test_cut_keeps_train_mode_and_does_not_mutate():
     torch.manual_seed(0)
     model = build_backbone("small_cnn", 3)
     model.block2[1].eval()
     modes = {n: m.training for n, m in model.named_modules()}
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    split = split_at_layer(model, "block3")
+    cut = cut_at_layer(model, "block3")
     assert {n: m.training for n, m in model.named_modules()} == modes
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
-    assert split.training and split.stem.training and split.head.training
+    assert cut.training and cut.stem.training and cut.head.training
     # Train-mode graphs: same output as the model in train mode (batch statistics).
     x = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
-        assert torch.allclose(split(x), model(x), atol=1e-5)
-    split.eval()
-    assert not split.head.training and model.training  # the model's container keeps its mode
+        assert torch.allclose(cut(x), model(x), atol=1e-5)
+    cut.eval()
+    assert not cut.head.training and model.training  # the model's container keeps its mode
 
 
 def test_unknown_layer_lists_node_names(resnet18):
     with pytest.raises(InputError, match=r"layer4\.0") as info:
-        split_at_layer(resnet18, "layer5.0")
+        cut_at_layer(resnet18, "layer5.0")
     assert "get_graph_node_names" in str(info.value)
     with pytest.raises(InputError, match="dotted node name"):
-        split_at_layer(resnet18, "layer4[0]")
+        cut_at_layer(resnet18, "layer4[0]")
 
 
 def test_layer_inside_a_residual_block_refused(resnet18):
     with pytest.raises(InputError, match="not a cut point"):
-        split_at_layer(resnet18, "layer4.0.conv2")
+        cut_at_layer(resnet18, "layer4.0.conv2")
 
 
 def test_classifier_as_layer_refused(resnet18):
     with pytest.raises(InputError, match="classifier"):
-        split_at_layer(resnet18, "fc")
+        cut_at_layer(resnet18, "fc")
 
 
 @pytest.mark.parametrize("layer", ["avgpool", "layer4", "flatten"])
 def test_linear_layers_refused_resnet18(resnet18, layer):
-    split = split_at_layer(resnet18, layer)
+    cut = cut_at_layer(resnet18, layer)
     with pytest.raises(InputError, match="linear in its activations"):
-        check_importance_layer(split, torch.randn(2, 3, 64, 64))
+        check_importance_layer(cut, torch.randn(2, 3, 64, 64))
 
 
 def test_linear_layer_refused_small_cnn():
@@ -191,9 +189,9 @@ def test_linear_layer_refused_small_cnn():
     model = build_backbone("small_cnn", 4)
     x = torch.randn(2, 3, 32, 32)
     with pytest.raises(InputError, match="linear in its activations"):
-        check_importance_layer(split_at_layer(model, "relu"), x)  # only fc follows
+        check_importance_layer(cut_at_layer(model, "relu"), x)  # only fc follows
     for layer in ("block3", "block4", "avgpool"):  # fc1 + ReLU still follow
-        check_importance_layer(split_at_layer(model, layer), x)
+        check_importance_layer(cut_at_layer(model, layer), x)
     assert model.training
 
 

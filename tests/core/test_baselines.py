@@ -6,7 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from niwt_pipeline.core.baselines import eszsl_fit, eszsl_scores, eszsl_select, ridge_rows
+from niwt_pipeline.core.baselines import (
+    BaselineConfig,
+    ESZSLModel,
+    eszsl_fit,
+    eszsl_scores,
+    eszsl_select,
+    fit_baselines,
+    ridge_rows,
+)
+from niwt_pipeline.core.rows import ClassRows
 
 
 def test_ridge_rows_matches_augmented_least_squares():
@@ -144,3 +153,54 @@ def test_eszsl_select_is_exact_over_the_grid_and_uses_seen_classes_only():
         seed=4,
     )
     assert again == sel
+
+
+def test_eszsl_model_scores_and_tensors():
+    v = np.array([[1.0, 0.0], [2.0, -1.0], [0.5, 0.5]])  # D = 3, A = 2
+    model = ESZSLModel(v, gamma=0.1, lam=10.0)
+    feats = np.array([[1.0, 0.0, 2.0], [0.0, 1.0, 0.0]])
+    signatures = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    # x^T V = (2, 1) and (2, -1); times s_c for the three classes
+    np.testing.assert_array_equal(model.scores(feats, signatures), [[2, 1, 3], [2, -1, 1]])
+    tensors, metadata = model.to_safetensors()
+    assert metadata == {"gamma": 0.1, "lambda": 10.0} and list(tensors) == ["V"]
+    back = ESZSLModel.from_safetensors(tensors, metadata)
+    assert (back.gamma, back.lam) == (0.1, 10.0)
+    np.testing.assert_array_equal(back.projection, v)
+    with pytest.raises(KeyError):
+        ESZSLModel.from_safetensors(tensors, {"gamma": 0.1})
+
+
+def test_fit_baselines_are_ridge_rows_and_eszsl_of_the_seen_classes():
+    dk, feats, labels = planted_world(n_classes=6, per_class=5, seed=3)
+    seen_ids = np.array([4, 0, 2, 5])  # classifier order, not sorted
+    new_ids = np.array([3, 1])
+    rng = np.random.default_rng(1)
+    seen = ClassRows("seen", seen_ids, rng.normal(size=(4, 8)), rng.normal(size=4))
+    train = np.isin(labels, seen_ids)
+    config = BaselineConfig(ridge_alpha=0.5, eszsl_gamma=0.2, eszsl_lambda=3.0)
+    rows, model = fit_baselines(feats[train], labels[train], seen, dk, new_ids, config)
+    w_new, b_new = ridge_rows(dk[seen_ids], seen.weight, seen.bias, dk[new_ids], 0.5)
+    assert rows.method == "weight_regression" and rows.class_ids.tolist() == [3, 1]
+    np.testing.assert_array_equal(rows.weight, w_new)
+    np.testing.assert_array_equal(rows.bias, b_new)
+    # ESZSL's labels index the seen rows: class 4 -> 0, 0 -> 1, 2 -> 2, 5 -> 3
+    position = {4: 0, 0: 1, 2: 2, 5: 3}
+    y = np.array([position[c] for c in labels[train]])
+    np.testing.assert_array_equal(
+        model.projection, eszsl_fit(feats[train], y, dk[seen_ids], 0.2, 3.0)
+    )
+    assert (model.gamma, model.lam) == (0.2, 3.0)
+    with pytest.raises(KeyError):
+        fit_baselines(feats, labels, seen, dk, new_ids, config)  # labels of new classes
+
+
+def test_fit_baselines_chooses_eszsl_regularisers_on_seen_classes():
+    dk, feats, labels = planted_world(n_classes=8, per_class=6, seed=4)
+    seen_ids = np.arange(6)
+    seen = ClassRows("seen", seen_ids, np.ones((6, 8)), np.zeros(6))
+    train = labels < 6
+    config = BaselineConfig(seed=2)
+    _, model = fit_baselines(feats[train], labels[train], seen, dk, np.array([6, 7]), config)
+    chosen = eszsl_select(feats[train], labels[train], dk[seen_ids], seed=2)
+    assert (model.gamma, model.lam) == (chosen.gamma, chosen.lam)

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, TensorDataset
 
-from niwt_pipeline.core.backbones import build_backbone, split_at_layer
+from niwt_pipeline.core.backbones import BackboneSpec, build_backbone, cut_at_layer
 from niwt_pipeline.core.data.world import COLOURS, PATTERNS, SHAPES, SIZES, attribute_name
 from niwt_pipeline.core.errors import InputError
 from niwt_pipeline.core.explain import (
@@ -33,7 +33,6 @@ from niwt_pipeline.core.explain import (
 )
 from niwt_pipeline.core.importance import extract
 from niwt_pipeline.core.mapper import InverseMap, LinearMapper, fit_inverse_map
-from niwt_pipeline.core.modelio import BackboneSpec
 from niwt_pipeline.core.transfer import reference_gram
 
 torch.set_num_threads(1)
@@ -343,34 +342,34 @@ def test_planted_linear_world_explanations_recover_true_attributes():
 # Importance of arbitrary rows on images, class selection, visual explanations
 # ---------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def small_split():
+def small_cut():
     torch.manual_seed(0)
-    return split_at_layer(build_backbone("small_cnn", num_classes=4).eval(), "block3")
+    return cut_at_layer(build_backbone("small_cnn", num_classes=4).eval(), "block3")
 
 
-def test_row_importance_matches_extract_and_the_gram(small_split):
+def test_row_importance_matches_extract_and_the_gram(small_cut):
     x = torch.randn(5, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     labels = torch.tensor([0, 1, 2, 3, 1])
     loader = DataLoader(TensorDataset(x, labels), batch_size=5)
-    expected = extract(small_split, loader, targets="gt", progress=False).importance_gt
-    seen_rows = small_split.classifier.weight[labels].detach()
-    alpha = row_importance_on_images(small_split, x, seen_rows)
+    expected = extract(small_cut, loader, targets="gt", progress=False).importance_gt
+    seen_rows = small_cut.classifier.weight[labels].detach()
+    alpha = row_importance_on_images(small_cut, x, seen_rows)
     torch.testing.assert_close(alpha, torch.from_numpy(expected), rtol=1e-5, atol=1e-6)
 
     new_rows = torch.randn(5, 128, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
-        gram = reference_gram(small_split.head, small_split.stem(x), mode="vjp")
+        gram = reference_gram(small_cut.head, small_cut.stem(x), mode="vjp")
     torch.testing.assert_close(
-        row_importance_on_images(small_split, x, new_rows),
+        row_importance_on_images(small_cut, x, new_rows),
         torch.einsum("nkd,nd->nk", gram, new_rows),
         rtol=1e-4,
         atol=1e-6,
     )
 
 
-def test_row_importance_shape_mismatch(small_split):
+def test_row_importance_shape_mismatch(small_cut):
     with pytest.raises(ValueError, match=r"rows: expected \(2, 128\) or \(128,\).*got \(2, 64\)"):
-        row_importance_on_images(small_split, torch.zeros(2, 3, 32, 32), torch.zeros(2, 64))
+        row_importance_on_images(small_cut, torch.zeros(2, 3, 32, 32), torch.zeros(2, 64))
 
 
 def test_class_without_test_images_gives_empty_result(caplog):
@@ -394,19 +393,19 @@ def _spec() -> BackboneSpec:
     return BackboneSpec("small_cnn", "block3", 32, [0.5] * 3, [0.5] * 3, [0, 1, 2, 3])
 
 
-def test_visual_explanations_overlay_each_file(small_split, tmp_path):
+def test_visual_explanations_overlay_each_file(small_cut, tmp_path):
     paths = []
     for i, colour in enumerate([(255, 0, 0), (0, 0, 255)]):
         path = tmp_path / f"img{i}.png"
         Image.new("RGB", (40, 32), colour).save(path)
         paths.append(str(path))
-    rows = small_split.classifier.weight[:2].detach()
-    out = visual_explanations(small_split, paths, rows, _spec(), alpha=0.0)
+    rows = small_cut.classifier.weight[:2].detach()
+    out = visual_explanations(small_cut, paths, rows, _spec(), alpha=0.0)
     assert [img.size for img in out] == [(32, 32), (32, 32)]
     assert tuple(np.asarray(out[0])[5, 5]) == (255, 0, 0)  # alpha 0: the image the model saw
 
 
-def test_visual_explanations_missing_file_names_it(small_split, tmp_path):
+def test_visual_explanations_missing_file_names_it(small_cut, tmp_path):
     missing = tmp_path / "gone.png"
     with pytest.raises(InputError, match="gone.png: image file not found"):
-        visual_explanations(small_split, [str(missing)], np.zeros(128), _spec())
+        visual_explanations(small_cut, [str(missing)], np.zeros(128), _spec())

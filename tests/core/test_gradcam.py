@@ -9,7 +9,7 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from niwt_pipeline.core.backbones import build_backbone, split_at_layer
+from niwt_pipeline.core.backbones import build_backbone, cut_at_layer
 from niwt_pipeline.core.gradcam import gradcam, gradcam_weights, overlay, row_gradients
 from niwt_pipeline.core.importance import extract
 
@@ -69,53 +69,53 @@ EXPECTED_CAM = [
 
 
 @pytest.fixture
-def split():
-    return split_at_layer(HandSet().train(), "conv")
+def cut():
+    return cut_at_layer(HandSet().train(), "conv")
 
 
-def test_hand_set_weights_and_maps_exact(split):
-    activations, beta = gradcam_weights(split, IMAGES, ROWS)
+def test_hand_set_weights_and_maps_exact(cut):
+    activations, beta = gradcam_weights(cut, IMAGES, ROWS)
     assert activations.shape == (4, 2, 2, 2)
     torch.testing.assert_close(beta, torch.tensor(EXPECTED_BETA))
-    cam = gradcam(split, IMAGES, ROWS, upsample_to=None)
+    cam = gradcam(cut, IMAGES, ROWS, upsample_to=None)
     torch.testing.assert_close(cam, torch.tensor(EXPECTED_CAM))
     assert cam.dtype == torch.float32
 
 
-def test_upsampling_is_bilinear_before_normalising(split):
-    cam = gradcam(split, IMAGES[:1], ROWS[:1], upsample_to=(4, 4))
+def test_upsampling_is_bilinear_before_normalising(cut):
+    cam = gradcam(cut, IMAGES[:1], ROWS[:1], upsample_to=(4, 4))
     # raw 0.5 * A0 = [[0.5, 1], [1.5, 2]]; bilinear 2 -> 4 maps [a, b] to
     # [a, .75a + .25b, .25a + .75b, b] along each axis; the maximum stays 2.
     raw = torch.tensor([[0.5, 1.0], [1.5, 2.0]])
     weights = torch.tensor([[1.0, 0.0], [0.75, 0.25], [0.25, 0.75], [0.0, 1.0]])
     torch.testing.assert_close(cam[0], weights @ raw @ weights.T / 2.0)
-    assert gradcam(split, IMAGES[:1], ROWS[:1]).shape == (1, 2, 2)  # "input": (H, W) = (2, 2)
+    assert gradcam(cut, IMAGES[:1], ROWS[:1]).shape == (1, 2, 2)  # "input": (H, W) = (2, 2)
 
 
 def test_single_row_broadcasts_and_batch_equals_one_at_a_time():
     torch.manual_seed(0)
     model = build_backbone("small_cnn", num_classes=5).train()
-    split = split_at_layer(model, "block3")
+    cut = cut_at_layer(model, "block3")
     x = torch.randn(4, 3, 32, 32)
     rows = torch.randn(4, 128)
-    batch = gradcam(split, x, rows)
-    single = torch.cat([gradcam(split, x[i : i + 1], rows[i]) for i in range(4)])
+    batch = gradcam(cut, x, rows)
+    single = torch.cat([gradcam(cut, x[i : i + 1], rows[i]) for i in range(4)])
     torch.testing.assert_close(batch, single, rtol=1e-5, atol=1e-6)
     assert batch.shape == (4, 32, 32)
     assert float(batch.min()) >= 0.0
     assert set(batch.amax(dim=(1, 2)).tolist()) <= {0.0, 1.0}  # 0: no positive evidence
-    torch.testing.assert_close(gradcam(split, x, rows[0]), gradcam(split, x, rows[0].expand(4, -1)))
+    torch.testing.assert_close(gradcam(cut, x, rows[0]), gradcam(cut, x, rows[0].expand(4, -1)))
 
 
 def test_weights_are_importance_over_positions_for_a_seen_row():
     torch.manual_seed(1)
     model = build_backbone("small_cnn", num_classes=5).eval()
-    split = split_at_layer(model, "block3")
+    cut = cut_at_layer(model, "block3")
     x = torch.randn(6, 3, 32, 32)
     labels = torch.tensor([0, 1, 2, 3, 4, 0])
     loader = DataLoader(TensorDataset(x, labels), batch_size=3)
-    importance = extract(split, loader, targets="gt", progress=False).importance_gt
-    activations, beta = gradcam_weights(split, x, split.classifier.weight[labels].detach())
+    importance = extract(cut, loader, targets="gt", progress=False).importance_gt
+    activations, beta = gradcam_weights(cut, x, cut.classifier.weight[labels].detach())
     h, w = activations.shape[2:]
     torch.testing.assert_close(beta, torch.from_numpy(importance) / (h * w), rtol=1e-5, atol=1e-7)
 
@@ -133,15 +133,15 @@ def test_caller_state_untouched_and_no_hooks():
     model.block1.eval()  # mixed modes must come back as they were
     model.fc1.weight.requires_grad_(False)
     model.fc.weight.grad = torch.ones_like(model.fc.weight)
-    split = split_at_layer(model, "block3")
+    cut = cut_at_layer(model, "block3")
     before = {k: v.clone() for k, v in model.state_dict().items()}
     modes = [m.training for m in model.modules()]
     x = torch.randn(2, 3, 32, 32, requires_grad=True)
     rows = torch.randn(2, 128, requires_grad=True)
     hooks = _hooks(model)
 
-    gradcam(split, x, rows)
-    row_gradients(split, x, rows)
+    gradcam(cut, x, rows)
+    row_gradients(cut, x, rows)
 
     assert [m.training for m in model.modules()] == modes
     assert not model.fc1.weight.requires_grad and model.fc.weight.requires_grad
@@ -153,15 +153,15 @@ def test_caller_state_untouched_and_no_hooks():
         assert torch.equal(value, before[key]), key  # BatchNorm running stats included
 
 
-def test_bad_shapes_name_them(split):
+def test_bad_shapes_name_them(cut):
     with pytest.raises(ValueError, match=r"rows: expected \(4, 2\) or \(2,\).*got \(3, 2\)"):
-        gradcam(split, IMAGES, ROWS[:3])
+        gradcam(cut, IMAGES, ROWS[:3])
     with pytest.raises(ValueError, match=r"x: expected images.*\(1, 2, 2\)"):
-        gradcam(split, IMAGES[0], ROWS)
+        gradcam(cut, IMAGES[0], ROWS)
     with pytest.raises(ValueError, match="upsample_to"):
-        gradcam(split, IMAGES, ROWS, upsample_to=(0, 3))
+        gradcam(cut, IMAGES, ROWS, upsample_to=(0, 3))
     with pytest.raises(ValueError, match="upsample_to"):
-        gradcam(split, IMAGES, ROWS, upsample_to="output")  # type: ignore[arg-type]
+        gradcam(cut, IMAGES, ROWS, upsample_to="output")  # type: ignore[arg-type]
 
 
 def test_overlay_blends_jet_colours():

@@ -143,7 +143,11 @@ def test_zsl_top1_and_report():
     # among classes 2, 3: img0 -> 3 (label 2, wrong), img1 -> 2 (right), img2 -> 3 (right)
     assert zsl_top1(scores, np.array([2, 2, 3]), [2, 3]) == pytest.approx((0.5 + 1.0) / 2)
     rep = gzsl_report(SCORES_A, LABELS_A, SEEN, gamma=0.75)
-    assert rep["H"] == pytest.approx(0.5) and rep["H_uncalibrated"] == 0.0
+    # H is uncalibrated (gamma 0), H_calibrated at the given gamma
+    assert rep["H_calibrated"] == pytest.approx(0.5) and rep["H"] == 0.0
+    assert (rep["S_calibrated"], rep["U_calibrated"]) == pytest.approx((0.5, 0.5))
+    assert (rep["S"], rep["U"], rep["gamma"]) == pytest.approx((0.5, 0.0, 0.75))
+    assert not any(key.endswith("_uncalibrated") for key in rep)
     assert rep["ausuc"] == pytest.approx(0.25) and rep["zsl_top1"] == 1.0
 
 
@@ -174,7 +178,7 @@ def test_plots_build_figures_without_pyplot():
     import matplotlib
     from matplotlib.figure import Figure
 
-    from niwt_pipeline.core.plots import plot_confusion, plot_seen_unseen_curves
+    from niwt_pipeline.core.report import plot_confusion, plot_seen_unseen_curves
 
     backend = matplotlib.get_backend()
     _, s, u = seen_unseen_curve(SCORES_A, LABELS_A, SEEN)

@@ -1,4 +1,7 @@
-"""Hyper-parameter selection helpers: grids, fusion, validation metrics, NIWT variants."""
+"""Hyper-parameter selection helpers: grids, fusion, validation metrics, ranking.
+
+The NIWT variants (``make_variant``, ``effective_overrides``) live in
+:mod:`niwt_pipeline.core.transfer.variants` and are tested in ``test_variants.py``."""
 
 from __future__ import annotations
 
@@ -7,16 +10,14 @@ import pytest
 
 from niwt_pipeline.core.gzsl import problem_for
 from niwt_pipeline.core.selection import (
+    CRITERIA,
     best_index,
     criterion_value,
-    effective_overrides,
     expand_grid,
     fuse_scores,
-    make_variant,
     standardise_rows,
     validation_metrics,
 )
-from niwt_pipeline.core.transfer import TransferConfig
 
 
 def test_expand_grid_is_the_product_in_key_order():
@@ -59,53 +60,31 @@ def test_validation_metrics_on_a_hand_made_problem():
         ]
     )
     metrics = validation_metrics(scores, problem)
-    assert metrics["S"] == metrics["U"] == metrics["H"] == 1.0
+    assert list(metrics) == [
+        "S_calibrated",
+        "U_calibrated",
+        "H_calibrated",
+        "gamma",
+        "ausuc",
+        "zsl_top1",
+        "H",
+    ]
+    assert metrics["S_calibrated"] == metrics["U_calibrated"] == metrics["H_calibrated"] == 1.0
     assert 0.5 < metrics["gamma"] < 1.0
-    assert metrics["H_uncalibrated"] == pytest.approx(2 * 1.0 * 0.5 / 1.5)
+    assert metrics["H"] == pytest.approx(2 * 1.0 * 0.5 / 1.5)  # uncalibrated (gamma 0)
     assert metrics["zsl_top1"] == 1.0
 
 
 def test_criterion_and_best_index():
-    metrics = {"H": 0.4, "ausuc": 0.2}
-    assert criterion_value(metrics, "H") == 0.4
+    assert CRITERIA == ("H_calibrated", "ausuc", "mean")
+    metrics = {"H_calibrated": 0.4, "ausuc": 0.2, "H": 0.9}
+    assert criterion_value(metrics, "H_calibrated") == 0.4
     assert criterion_value(metrics, "ausuc") == 0.2
-    assert criterion_value(metrics, "mean") == pytest.approx(0.3)
+    assert criterion_value(metrics, "mean") == pytest.approx(0.3)  # never the uncalibrated H
     with pytest.raises(ValueError, match="criterion"):
         criterion_value(metrics, "accuracy")
+    with pytest.raises(ValueError, match="criterion"):
+        criterion_value(metrics, "H")  # the uncalibrated H is not a criterion
     assert best_index([0.1, 0.3, 0.3, float("nan")]) == 1  # ties: the first
     with pytest.raises(ValueError, match="NaN"):
         best_index([float("nan")])
-
-
-def test_make_variant_maps_ridge_init_anchor_and_fusion():
-    base = TransferConfig(lr=0.1, progress=False)
-    variant = make_variant(base, {"init": "ridge", "anchor": "ridge", "fusion": 0.5, "lam": 1})
-    assert variant.ridge_init and variant.anchor == "ridge" and variant.fusion == 0.5
-    assert (variant.config.lr, variant.config.lam, variant.config.init) == (0.1, 1, "mean_seen")
-    plain = make_variant(base, {})
-    assert (plain.ridge_init, plain.anchor, plain.fusion, plain.config) == (
-        False,
-        "mean_seen",
-        0.0,
-        base,
-    )
-    with pytest.raises(ValueError, match="unknown key"):
-        make_variant(base, {"learning_rate": 1})
-    with pytest.raises(ValueError, match="anchor"):
-        make_variant(base, {"anchor": "zeros"})
-    with pytest.raises(ValueError, match="TransferConfig.solver"):
-        make_variant(base, {"solver": "newton"})
-
-
-def test_effective_overrides_drop_what_cannot_change_the_rows():
-    base = TransferConfig(lam=0.0)
-    ls = {"solver": "least_squares", "lr": 0.3, "init": "ridge", "ls_alpha": 0.1}
-    assert effective_overrides(ls, base) == {"solver": "least_squares", "ls_alpha": 0.1}
-    assert effective_overrides({"ls_alpha": 0.1, "anchor": "ridge"}, base) == {}
-    assert effective_overrides({"lam": 0.1, "anchor": "ridge"}, base) == {
-        "lam": 0.1,
-        "anchor": "ridge",
-    }
-    assert effective_overrides({"lr": base.lr, "anchor": "mean_seen"}, base) == {}
-    no_ridge = {"solver": "least_squares", "ls_alpha": 0.0, "anchor": "ridge"}
-    assert effective_overrides(no_ridge, base) == {"solver": "least_squares", "ls_alpha": 0.0}

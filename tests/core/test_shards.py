@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from niwt_pipeline.core.backbones import build_backbone, split_at_layer
+from niwt_pipeline.core.backbones import build_backbone, cut_at_layer
 from niwt_pipeline.core.errors import InputError
 from niwt_pipeline.core.importance import extract
 from niwt_pipeline.core.shards import (
@@ -31,21 +31,21 @@ N, BATCH, SHARD = 22, 4, 8  # 3 shards: 8 + 8 + 6 rows, each a whole number of b
 
 @pytest.fixture(scope="module")
 def tiny():
-    """A seeded small_cnn split at block3, N random 16-px images, labels with unknown ones."""
+    """A seeded small_cnn cut at block3, N random 16-px images, labels with unknown ones."""
     torch.manual_seed(0)
-    split = split_at_layer(build_backbone("small_cnn", 3), "block3")
+    cut = cut_at_layer(build_backbone("small_cnn", 3), "block3")
     x = torch.randn(N, 3, 16, 16)
     y = torch.tensor([0, 1, 2, -1, 5] * 4 + [1, 2])  # -1 and 5 are not classes of the model
     table = pd.DataFrame(
         {"image_id": np.arange(N) + 100, "path": [f"img/{i}.png" for i in range(N)]}
     )
-    return split, x, y, table
+    return cut, x, y, table
 
 
-def outputs(split, x, y, start: int, stop: int) -> dict[str, torch.Tensor]:
+def outputs(cut, x, y, start: int, stop: int) -> dict[str, torch.Tensor]:
     """The extraction tensors of rows start:stop, batches of BATCH."""
     data = TensorDataset(x[start:stop], y[start:stop], torch.arange(stop - start))
-    result = extract(split, DataLoader(data, batch_size=BATCH), progress=False)
+    result = extract(cut, DataLoader(data, batch_size=BATCH), progress=False)
     return {
         "image_id": torch.arange(start, stop) + 100,
         "features": torch.from_numpy(result.features),
@@ -66,7 +66,7 @@ class Counting:
     """``compute`` for run_shards that counts its calls and can fail on the n-th one."""
 
     def __init__(self, tiny, fail_on: int | None = None) -> None:
-        self.split, self.x, self.y, _ = tiny
+        self.cut, self.x, self.y, _ = tiny
         self.fail_on = fail_on
         self.calls: list[int] = []
 
@@ -74,7 +74,7 @@ class Counting:
         self.calls.append(shard.index)
         if self.fail_on is not None and len(self.calls) == self.fail_on:
             raise RuntimeError("killed")
-        return outputs(self.split, self.x, self.y, shard.start, shard.stop)
+        return outputs(self.cut, self.x, self.y, shard.start, shard.stop)
 
 
 def shard_files(root: Path) -> list[str]:
@@ -144,7 +144,7 @@ def test_a_shard_fingerprint_follows_its_rows_and_the_context(tiny):
 
 # ---------------------------------------------------------------- equality with one pass
 def test_sharded_outputs_are_identical_to_one_pass(tiny, plan, tmp_path, caplog):
-    split, x, y, _ = tiny
+    cut, x, y, _ = tiny
     store = ShardStore(tmp_path / "shards")
     caplog.set_level(logging.INFO, logger="niwt_pipeline.core.shards")
 
@@ -152,7 +152,7 @@ def test_sharded_outputs_are_identical_to_one_pass(tiny, plan, tmp_path, caplog)
     merged = merge_shards(store, plan)
 
     assert run.computed == [0, 1, 2] and run.skipped == []
-    assert_identical(merged, outputs(split, x, y, 0, N))
+    assert_identical(merged, outputs(cut, x, y, 0, N))
     assert torch.isnan(merged["importance_gt"][3]).all()  # an unknown label stays NaN
     assert shard_files(store.root) == [f"shard-0000{i}.safetensors" for i in range(3)]
     assert "shard 2/3 (rows 8-15): computed in" in caplog.text
@@ -172,7 +172,7 @@ def test_a_second_run_computes_nothing(tiny, plan, tmp_path, caplog):
 
 # ---------------------------------------------------------------- resume
 def test_a_run_that_fails_after_two_shards_resumes_with_the_rest(tiny, plan, tmp_path):
-    split, x, y, _ = tiny
+    cut, x, y, _ = tiny
     store = ShardStore(tmp_path / "shards")
     failing = Counting(tiny, fail_on=3)
 
@@ -185,7 +185,7 @@ def test_a_run_that_fails_after_two_shards_resumes_with_the_rest(tiny, plan, tmp
     run = run_shards(store, plan, resumed)
     assert resumed.calls == [2]
     assert run.computed == [2] and run.skipped == [0, 1]
-    assert_identical(merge_shards(store, plan), outputs(split, x, y, 0, N))
+    assert_identical(merge_shards(store, plan), outputs(cut, x, y, 0, N))
 
 
 def test_a_stale_shard_is_recomputed(tiny, plan, tmp_path):
@@ -268,14 +268,14 @@ def test_temporaries_of_a_killed_run_are_removed(tiny, plan, tmp_path):
 
 def test_shards_are_streamed_not_held(tiny, plan, tmp_path):
     """Each shard's tensors are released before the next shard is computed."""
-    split, x, y, _ = tiny
+    cut, x, y, _ = tiny
     alive: list[weakref.ref] = []
     held_when_computing: list[int] = []
 
     def compute(shard: Shard) -> dict[str, torch.Tensor]:
         gc.collect()
         held_when_computing.append(sum(ref() is not None for ref in alive))
-        out = outputs(split, x, y, shard.start, shard.stop)
+        out = outputs(cut, x, y, shard.start, shard.stop)
         alive.append(weakref.ref(out["features"]))
         return out
 

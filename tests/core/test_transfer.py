@@ -281,9 +281,20 @@ def test_auto_picks_gram_or_head_by_memory():
     big = transfer_rows(
         target, clf.weight, clf.bias, TransferConfig(**base), head=head, activations=acts
     )
-    small = TransferConfig(**base, gram_memory_budget_bytes=10)
-    tight = transfer_rows(target, clf.weight, clf.bias, small, head=head, activations=acts)
-    assert (big.method, tight.method) == ("gram", "head")
+    # G is N * K * D * 4 = 10 * 4 * 6 * 4 = 960 bytes: it fits exactly, one byte less does not
+    exact, tight = (
+        transfer_rows(
+            target,
+            clf.weight,
+            clf.bias,
+            TransferConfig(**base),
+            head=head,
+            activations=acts,
+            gram_budget_bytes=budget,
+        )
+        for budget in (960, 959)
+    )
+    assert (big.method, exact.method, tight.method) == ("gram", "gram", "head")
     torch.testing.assert_close(big.weight, tight.weight, rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="needs gram"):
         transfer_rows(target, clf.weight, clf.bias, TransferConfig(**base))

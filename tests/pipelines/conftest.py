@@ -95,15 +95,29 @@ def base_block(name: str) -> dict[str, Any]:
     return copy.deepcopy(base_parameters().get(name, {}))
 
 
+def raw_params(name: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The raw ``params:<name>`` dict: conf/base values, shrunk to test sizes, then
+    ``overrides`` merged in."""
+    return merge(merge(base_block(name), TINY[name]), overrides or {})
+
+
 @pytest.fixture(scope="session")
 def params_for():
-    """``params_for(name, overrides=None)``: a fresh ``params:<name>`` dict: conf/base values,
-    shrunk to test sizes, then ``overrides`` merged in."""
+    """``params_for(name, overrides=None)``: a fresh ``params:<name>`` as Kedro hands it to
+    the nodes: the block's model (``niwt_pipeline.params.BLOCKS``) validated from conf/base
+    values, shrunk to test sizes, with ``overrides`` merged in."""
+    from niwt_pipeline.params import BLOCKS
 
-    def build(name: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-        return merge(merge(base_block(name), TINY[name]), overrides or {})
+    def build(name: str, overrides: dict[str, Any] | None = None) -> Any:
+        return BLOCKS[name].model_validate(raw_params(name, overrides))
 
     return build
+
+
+@pytest.fixture(scope="session")
+def raw_params_for():
+    """``raw_params_for(name, overrides=None)``: the raw dict of :func:`params_for`."""
+    return raw_params
 
 
 @pytest.fixture(scope="session")
@@ -139,17 +153,15 @@ class Chain:
     domain_knowledge: pd.DataFrame
     image_attributes: pd.DataFrame
     ingestion_summary: dict[str, Any]
-    backbone_weights: dict[str, torch.Tensor]
-    backbone_spec: dict[str, Any]
-    backbone_split: pd.DataFrame
+    backbone: Any
+    backbone_roles: pd.DataFrame
     backbone_report: dict[str, Any]
     backbone_metrics: dict[str, Any]
-    validation_split: pd.DataFrame
-    validation_backbone_weights: dict[str, torch.Tensor]
-    validation_backbone_spec: dict[str, Any]
+    validation_roles: pd.DataFrame
+    validation_backbone: Any
     validation_backbone_report: dict[str, Any]
     validation_image_outputs: dict[str, torch.Tensor]
-    validation_reference_cache: dict[str, torch.Tensor]
+    validation_reference_cache: Any
     validation_choice: dict[str, Any]
     validation_results: pd.DataFrame
     validation_metrics: dict[str, Any]
@@ -161,13 +173,13 @@ class Chain:
     mapper_report: dict[str, Any]
     mapper_metrics: dict[str, Any]
     inverse_map_weights: dict[str, torch.Tensor]
-    reference_cache: dict[str, torch.Tensor]
-    niwt_rows: dict[str, torch.Tensor]
+    reference_cache: Any
+    niwt_rows: Any
     transfer_report: dict[str, Any]
-    baseline_models: dict[str, torch.Tensor]
+    baseline_rows: Any
+    eszsl_model: Any
     baseline_report: dict[str, Any]
-    test_scores: dict[str, torch.Tensor]
-    calibration: dict[str, Any]
+    gzsl_evaluation: Any
     gzsl_metrics: dict[str, Any]
     gzsl_mlflow_metrics: dict[str, Any]
     seen_unseen_curve_plot: Any
@@ -211,9 +223,9 @@ def chain(raw_world: RawDataset, domain_source: NativeAttributes, params_for) ->
     from niwt_pipeline.pipelines.mapping.nodes import fit_importance_mapper, fit_inverse_mapper
     from niwt_pipeline.pipelines.transfer.nodes import (
         cache_reference,
-        fit_baselines,
+        evaluate_gzsl,
+        fit_baseline_models,
         report_gzsl,
-        score_methods,
         transfer_niwt_rows,
     )
     from niwt_pipeline.pipelines.validation.nodes import (
@@ -228,46 +240,40 @@ def chain(raw_world: RawDataset, domain_source: NativeAttributes, params_for) ->
     images, classes, dk, image_attributes, summary = canonicalise_dataset(
         raw_world, raw_dk, dk_info, params_for("ingestion")
     )
-    weights, spec, split, backbone_report, backbone_metrics = _train_seeded(
+    backbone, roles, backbone_report, backbone_metrics = _train_seeded(
         images, classes, params_for("backbone")
     )
     validation, mapping, transfer = (params_for(n) for n in ("validation", "mapping", "transfer"))
     extraction = params_for("extraction")
-    val_split = split_for_validation(images, classes, split, validation)
+    val_roles = split_for_validation(images, classes, roles, validation)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(GLOBAL_SEED)
-        val_weights, val_spec, val_report = train_validation_backbone(
-            images, val_split, params_for("backbone")
+        val_backbone, val_report = train_validation_backbone(
+            images, val_roles, params_for("backbone")
         )
-    val_outputs = extract_validation_outputs(val_weights, val_spec, images, val_split, extraction)
-    val_reference = cache_validation_reference(val_weights, val_spec, images, validation, transfer)
+    val_outputs = extract_validation_outputs(val_backbone, images, val_roles, extraction)
+    val_reference = cache_validation_reference(val_backbone, images, validation, transfer)
     choice, val_results, val_metrics = select_hyperparameters(
-        val_outputs,
-        val_reference,
-        val_weights,
-        val_spec,
-        val_split,
-        dk,
-        validation,
-        mapping,
-        transfer,
+        val_outputs, val_reference, val_backbone, val_roles, dk, validation, mapping, transfer
     )
-    outputs = extract_image_outputs(weights, spec, images, extraction)
+    outputs = extract_image_outputs(backbone, images, extraction)
     image_importance, class_importance = build_importance_tables(outputs, images)
     mapper_weights, predicted, mapper_report, mapper_metrics = fit_importance_mapper(
         image_importance, dk, classes, choice, mapping
     )
     inverse = fit_inverse_mapper(image_importance, dk, mapping)
-    reference = cache_reference(weights, spec, images, transfer)
-    baselines, baseline_report = fit_baselines(outputs, images, split, dk, weights, spec, transfer)
-    rows, transfer_report = transfer_niwt_rows(
-        reference, predicted, weights, spec, baselines, choice, transfer
+    reference = cache_reference(backbone, images, transfer)
+    baseline_rows, eszsl, baseline_report = fit_baseline_models(
+        outputs, images, roles, dk, backbone, transfer
     )
-    scores, calibration = score_methods(
-        outputs, images, classes, dk, weights, spec, rows, baselines, choice
+    rows, transfer_report = transfer_niwt_rows(
+        reference, predicted, backbone, baseline_rows, choice, transfer
+    )
+    evaluation = evaluate_gzsl(
+        outputs, images, classes, dk, backbone, rows, baseline_rows, eszsl, choice
     )
     metrics, mlflow_metrics, curve, confusion = report_gzsl(
-        scores, calibration, images, classes, summary, spec
+        evaluation, choice, classes, summary, backbone
     )
     plt.close(curve)
     plt.close(confusion)
@@ -280,14 +286,12 @@ def chain(raw_world: RawDataset, domain_source: NativeAttributes, params_for) ->
         domain_knowledge=dk,
         image_attributes=image_attributes,
         ingestion_summary=summary,
-        backbone_weights=weights,
-        backbone_spec=spec,
-        backbone_split=split,
+        backbone=backbone,
+        backbone_roles=roles,
         backbone_report=backbone_report,
         backbone_metrics=backbone_metrics,
-        validation_split=val_split,
-        validation_backbone_weights=val_weights,
-        validation_backbone_spec=val_spec,
+        validation_roles=val_roles,
+        validation_backbone=val_backbone,
         validation_backbone_report=val_report,
         validation_image_outputs=val_outputs,
         validation_reference_cache=val_reference,
@@ -305,10 +309,10 @@ def chain(raw_world: RawDataset, domain_source: NativeAttributes, params_for) ->
         reference_cache=reference,
         niwt_rows=rows,
         transfer_report=transfer_report,
-        baseline_models=baselines,
+        baseline_rows=baseline_rows,
+        eszsl_model=eszsl,
         baseline_report=baseline_report,
-        test_scores=scores,
-        calibration=calibration,
+        gzsl_evaluation=evaluation,
         gzsl_metrics=metrics,
         gzsl_mlflow_metrics=mlflow_metrics,
         seen_unseen_curve_plot=curve,

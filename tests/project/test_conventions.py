@@ -1,16 +1,40 @@
-"""Project conventions: named nodes, declared intermediates with layers, scoped parameters."""
+"""Project conventions: named nodes, declared intermediates whose layers match their folders
+and flow one way, typed parameter blocks scoped to their pipelines, architecture contracts."""
 
 from __future__ import annotations
 
+import inspect
 import re
+import subprocess
+import sys
+import typing
 from pathlib import Path
 
 import pytest
 import yaml
 from kedro.framework.project import configure_project, pipelines
+from pydantic import BaseModel
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HOOK_WRITTEN = {"run_timings", "stage_timing_metrics"}
+
+#: The data layers of Kedro's data engineering convention, in the order data flows, and the
+#: folder of each under data/.
+LAYERS = (
+    "raw",
+    "intermediate",
+    "primary",
+    "feature",
+    "model_input",
+    "models",
+    "model_output",
+    "reporting",
+)
+FOLDERS = {f"0{i + 1}_{layer}": layer for i, layer in enumerate(LAYERS)}
+
+#: The validation pipeline replays the recipes of these stages on other data, so it reads
+#: their parameter blocks (one parameter per decision: never a copy of them).
+REPLAYED_BLOCKS = {"validation": {"backbone", "extraction", "mapping", "transfer"}}
 
 
 @pytest.fixture(scope="module")
@@ -26,6 +50,16 @@ def base_catalog() -> dict:
     for path in sorted((REPO_ROOT / "conf" / "base").glob("catalog*.yml")):
         entries.update(yaml.safe_load(path.read_text()) or {})
     return entries
+
+
+def _layer(entry: dict) -> str | None:
+    return (entry.get("metadata") or {}).get("kedro-viz", {}).get("layer")
+
+
+def _location(entry: dict) -> str | None:
+    """The file or folder an entry reads and writes (through an MLflow artifact wrapper)."""
+    inner = entry.get("dataset") if isinstance(entry.get("dataset"), dict) else entry
+    return inner.get("filepath") or inner.get("path")
 
 
 def test_named_pipelines_are_registered(registry, named_pipelines):
@@ -55,12 +89,34 @@ def test_every_dataset_is_declared_with_a_layer(registry, base_catalog):
     unused = sorted(set(base_catalog) - used - HOOK_WRITTEN)
     assert not unused, f"catalog entries no pipeline uses: {unused}"
     for name, entry in base_catalog.items():
-        layer = (entry.get("metadata") or {}).get("kedro-viz", {}).get("layer")
-        assert layer, f"catalog entry {name} has no kedro-viz layer"
+        assert _layer(entry) in LAYERS, f"catalog entry {name} has no known kedro-viz layer"
 
 
-#: Pipelines that replay other stages' recipes on other data, and the blocks they may read.
-REPLAYED_BLOCKS = {"validation": {"backbone", "extraction", "mapping", "transfer"}}
+def test_every_layer_matches_its_folder(base_catalog):
+    """A file under data/0N_<layer>/ is in that layer; MLflow metrics are reporting."""
+    for name, entry in base_catalog.items():
+        location = _location(entry)
+        if location is None:
+            expected = "reporting" if "Metrics" in entry["type"] else "raw"
+        else:
+            folder = Path(location).parts[1]
+            assert folder in FOLDERS, f"{name}: {location} is not under a data/0N_<layer> folder"
+            expected = FOLDERS[folder]
+        assert _layer(entry) == expected, f"{name}: layer {_layer(entry)}, folder says {expected}"
+
+
+def test_layers_flow_one_way(registry, base_catalog):
+    """No node writes into an earlier layer than one it reads: so the layers have no cycle
+    and kedro-viz can draw them."""
+    rank = {layer: i for i, layer in enumerate(LAYERS)}
+    for node in registry["__default__"].nodes:
+        inputs = [i for i in node.inputs if not i.startswith("params:")]
+        for output in node.outputs:
+            for item in inputs:
+                before, after = _layer(base_catalog[item]), _layer(base_catalog[output])
+                assert rank[before] <= rank[after], (
+                    f"node {node.name} reads {item} ({before}) and writes {output} ({after})"
+                )
 
 
 def test_each_pipeline_reads_only_its_own_parameter_block(registry, named_pipelines):
@@ -73,18 +129,39 @@ def test_each_pipeline_reads_only_its_own_parameter_block(registry, named_pipeli
                     assert block in allowed, f"node {node.name} of {name} reads params:{block}"
 
 
+def test_every_parameter_input_is_typed_so_kedro_validates_it(registry):
+    """Kedro validates a ``params:`` input against its node's pydantic type hint."""
+    from niwt_pipeline.params import BLOCKS
+
+    for node in registry["__default__"].nodes:
+        hints = typing.get_type_hints(node.func)
+        arguments = list(inspect.signature(node.func).parameters)
+        for position, item in enumerate(node.inputs):
+            if item.startswith("params:"):
+                block = item.removeprefix("params:")
+                hint = hints.get(arguments[position])
+                assert isinstance(hint, type) and issubclass(hint, BaseModel), (
+                    f"{node.name}: argument {arguments[position]} ({item}) is not typed"
+                )
+                assert hint is BLOCKS[block], f"{node.name}: {item} typed {hint}"
+
+
 def test_every_parameter_block_belongs_to_a_pipeline_or_the_runtime(named_pipelines):
+    from niwt_pipeline.params import BLOCKS
+
     blocks = set()
     for path in (REPO_ROOT / "conf").glob("*/parameters*.yml"):
         blocks |= set(yaml.safe_load(path.read_text()) or {})
     assert blocks <= named_pipelines | {"runtime"}, blocks - named_pipelines
+    assert set(BLOCKS) == named_pipelines - {"importance", "export"} | {"runtime"}
 
 
 @pytest.mark.parametrize("env", ["local", "test", "cub", "cub_sentences", "awa2", "text", "own"])
-def test_every_environment_s_parameters_validate(env, named_pipelines):
+def test_every_environment_s_parameters_validate(env, registry):
     from kedro.config import OmegaConfigLoader
+    from kedro.validation import ParameterValidator
 
-    from niwt_pipeline.params import validate_parameters
+    from niwt_pipeline.params import BLOCKS, RuntimeParams
     from niwt_pipeline.settings import CONFIG_LOADER_ARGS
 
     loader = OmegaConfigLoader(
@@ -93,6 +170,37 @@ def test_every_environment_s_parameters_validate(env, named_pipelines):
         default_run_env=env,
         merge_strategy=CONFIG_LOADER_ARGS["merge_strategy"],
     )
-    typed = validate_parameters(loader["parameters"])
-    # importance and export take no parameters
-    assert set(typed) == named_pipelines - {"importance", "export"} | {"runtime"}
+    raw = loader["parameters"]
+    typed = ParameterValidator(registry).validate_raw_params(raw)
+    for block, model in BLOCKS.items():
+        if block != "runtime":
+            assert isinstance(typed[block], model), block
+    RuntimeParams.model_validate(raw["runtime"])
+
+
+def test_architecture_contracts_hold():
+    """``lint-imports`` (import-linter, contracts in pyproject.toml): the library imports
+    neither Kedro nor MLflow nor the adapters; no pipeline imports another; datasets and
+    parameter models import no pipeline; nodes never import MLflow."""
+    lint = Path(sys.executable).with_name("lint-imports")
+    result = subprocess.run(
+        [str(lint), "--config", str(REPO_ROOT / "pyproject.toml")],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert "0 broken" in result.stdout
+
+
+def test_no_pipeline_module_names_another_pipeline():
+    """Also by text: a lazy import inside a function counts as an import too."""
+    root = REPO_ROOT / "src" / "niwt_pipeline" / "pipelines"
+    names = {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("_")}
+    for path in root.rglob("*.py"):
+        own = path.relative_to(root).parts[0]
+        text = path.read_text()
+        for other in names - {own}:
+            assert f"niwt_pipeline.pipelines.{other}" not in text, f"{path} imports {other}"

@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 from kedro.framework.project import configure_project
 from kedro.framework.session import KedroSession
+from kedro.validation import ParameterValidationError
+from tests.helpers import METRIC_KEYS
 
 from niwt_pipeline.core.errors import InputError
 
-METHOD_KEYS = {"S", "U", "H", "zsl_top1", "ausuc", "H_calibrated", "gamma"}
+METHOD_KEYS = set(METRIC_KEYS)
 
 
 def _run(project_dir: Path, pipeline: str | None = None, params: dict | None = None) -> None:
@@ -29,7 +31,7 @@ def test_transfer_alone_on_a_fresh_project_names_the_pipeline_to_run_first(
     monkeypatch.chdir(fresh_project)
     import mlflow
 
-    with pytest.raises(InputError, match=r"backbone_weights: run `kedro run --pipeline=backbone`"):
+    with pytest.raises(InputError, match=r"backbone: run `kedro run --pipelines=backbone`"):
         _run(fresh_project, "transfer")
     assert mlflow.active_run() is None
     assert not (fresh_project / "data" / "08_reporting" / "gzsl_metrics.json").exists()
@@ -40,13 +42,13 @@ def test_finished_run_writes_the_metrics_contract(finished_run: Path):
     assert metrics["dataset"] == "attribute_world"
     assert metrics["backbone"]["arch"] == "small_cnn"
     assert set(metrics["methods"]) == {"niwt", "niwt_tuned", "weight_regression", "eszsl"}
-    choice = json.loads((finished_run / "data/07_model_output/validation_choice.json").read_text())
+    choice = json.loads((finished_run / "data/05_model_input/validation_choice.json").read_text())
     assert metrics["validation"]["niwt_tuned"] == choice["niwt_tuned"]
     for name, values in metrics["methods"].items():  # every gamma is the validated one
         assert values["gamma"] == choice["methods"][name]["gamma"], name
     for name, values in metrics["methods"].items():
         assert METHOD_KEYS <= set(values), name
-        for key in ("S", "U", "H", "zsl_top1", "ausuc", "H_calibrated"):
+        for key in METHOD_KEYS - {"gamma"}:
             assert 0.0 <= values[key] <= 100.0, (name, key, values[key])
     for plot in ("seen_unseen_curve.png", "confusion_matrix.png"):
         assert (finished_run / "data/08_reporting" / plot).stat().st_size > 1000
@@ -61,10 +63,14 @@ def test_finished_run_is_logged_to_mlflow(finished_run: Path):
         keys = {row[0] for row in db.execute("select key from metrics")}
         params = {row[0] for row in db.execute("select key from params")}
     assert {"gzsl.niwt.H", "gzsl.niwt.ausuc", "gzsl.eszsl.H", "gzsl.weight_regression.H"} <= keys
+    assert {"gzsl.niwt.H_calibrated", "gzsl.niwt_tuned.H_calibrated"} <= keys
     assert "backbone.seen_accuracy" in keys and "mapper.heldout_cosine" in keys
-    assert {"validation.niwt_tuned.H", "validation.eszsl.ausuc", "gzsl.niwt_tuned.H"} <= keys
+    assert {"validation.niwt_tuned.H_calibrated", "validation.eszsl.ausuc"} <= keys
+    assert not any(key.startswith("validation.") and key.endswith(".H") for key in keys)
     assert any(key.startswith("seconds.") for key in keys)
-    assert any(key.startswith("transfer.niwt.") for key in params)
+    # typed parameter blocks are logged flattened, one MLflow parameter per key
+    assert {"transfer.niwt.lr", "backbone.train.epochs", "validation.criterion"} <= params
+    assert "transfer" not in params and "backbone" not in params
     artifacts = {p.name for p in (finished_run / "mlartifacts").rglob("*") if p.is_file()}
     assert {
         "gzsl_metrics.json",
@@ -77,7 +83,7 @@ def test_finished_run_is_logged_to_mlflow(finished_run: Path):
 
 def test_transfer_reruns_alone_and_leaves_upstream_untouched(finished_run: Path, monkeypatch):
     monkeypatch.chdir(finished_run)
-    upstream = finished_run / "data/06_models/backbone.safetensors"
+    upstream = finished_run / "data/04_feature/backbone/weights.safetensors"
     before = upstream.stat().st_mtime_ns
     metrics_file = finished_run / "data/08_reporting/gzsl_metrics.json"
     metrics_before = metrics_file.stat().st_mtime_ns
@@ -94,7 +100,7 @@ def test_bad_parameters_stop_the_run_before_it_touches_earlier_outputs(
     monkeypatch.chdir(finished_run)
     metrics_file = finished_run / "data/08_reporting/gzsl_metrics.json"
     before = metrics_file.read_bytes()
-    with pytest.raises(InputError, match=r"transfer\.niwt"):
+    with pytest.raises(ParameterValidationError, match=r"transfer(.|\n)*TransferConfig\.lr"):
         _run(finished_run, "transfer", {"transfer": {"niwt": {"lr": -1.0}}})
     assert metrics_file.read_bytes() == before
 

@@ -17,12 +17,24 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 KEDRO = Path(sys.executable).with_name("kedro")
 KEY_DATASETS = {
     "images",
+    "backbone",
     "image_outputs",
     "predicted_importance",
     "niwt_rows",
+    "gzsl_evaluation",
     "gzsl_metrics",
     "report",
 }
+LAYERS = [
+    "raw",
+    "intermediate",
+    "primary",
+    "feature",
+    "model_input",
+    "models",
+    "model_output",
+    "reporting",
+]
 BUILD_SECONDS = 60
 
 
@@ -46,6 +58,7 @@ def viz_build(project_dir: Path) -> tuple[Path, float]:
     )
     seconds = time.perf_counter() - started
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    (project_dir / "build" / "build.log").write_text(result.stdout + result.stderr)
     return project_dir / "build", seconds
 
 
@@ -57,6 +70,12 @@ def graph(viz_build) -> dict:
 def test_viz_build_is_quick(viz_build):
     assert viz_build[1] < BUILD_SECONDS
     assert (viz_build[0] / "index.html").is_file()
+
+
+def test_viz_build_reports_no_layer_cycle_and_shows_every_layer_in_order(viz_build, graph):
+    log = (viz_build[0] / "build.log").read_text()
+    assert "circular dependency" not in log.lower(), log[-2000:]
+    assert graph["layers"] == LAYERS
 
 
 def test_viz_graph_has_every_named_pipeline(graph, viz_build, named_pipelines):

@@ -1,7 +1,8 @@
 """Closed-form zero-shot baselines on the same trained network.
 
-* :func:`ridge_rows`: ridge regression from a class's domain knowledge to its classifier
-  row (and bias), fitted on the seen classes and applied to the unseen ones.
+* :func:`ridge_rows` (the ``weight_regression`` method): ridge regression from a class's
+  domain knowledge to its classifier row (and bias), fitted on the seen classes and
+  applied to the unseen ones.
 * ESZSL (Romera-Paredes & Torr, ICML 2015): a bilinear compatibility
   ``score(x, c) = x^T V s_c`` between penultimate features and domain knowledge, in
   closed form; :func:`eszsl_select` picks its two regularisers on held-out seen classes.
@@ -17,6 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+
+from niwt_pipeline.core.rows import ClassRows
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +67,10 @@ def ridge_rows(
     Returns:
         ``(W_u (U, D), b_u (U,))``: torch tensors of ``seen_weight``'s dtype when it is a
         tensor, else float64 numpy arrays.
+
+    Raises:
+        ValueError: if ``alpha < 0``, an input has the wrong number of dimensions or holds
+            NaN/inf, the seen row counts differ, or the two domain-knowledge widths differ.
     """
     if alpha < 0:
         raise ValueError(f"ridge_rows: alpha must be >= 0, got {alpha}")
@@ -137,6 +144,11 @@ def eszsl_fit(
 
     Returns:
         V: (D, A) float64; score with :func:`eszsl_scores`.
+
+    Raises:
+        ValueError: if ``gamma`` or ``lam`` is <= 0, an input has the wrong number of
+            dimensions or holds NaN/inf, ``labels`` is not (N,) in 0..S-1, or
+            ``label_coding`` is not ``"pm1"`` or ``"01"``.
     """
     if gamma <= 0 or lam <= 0:
         raise ValueError(f"eszsl_fit: gamma and lam must be > 0, got {gamma}, {lam}")
@@ -200,6 +212,14 @@ def eszsl_select(
 
     Args:
         features: (N, D) seen training features; labels: (N,) in 0..S-1; dk_seen: (S, A).
+
+    Returns:
+        The chosen ``(gamma, lam)``, their held-out score and the whole grid.
+
+    Raises:
+        ValueError: if an input has the wrong number of dimensions or holds NaN/inf,
+            ``labels`` is not (N,) in 0..S-1, the hold-out count is not in
+            ``1 .. (classes present) - 1``, or ``label_coding`` is not ``"pm1"`` or ``"01"``.
     """
     f = _np64(features, "features", 2)
     s_all = _np64(dk_seen, "dk_seen", 2)
@@ -260,3 +280,96 @@ def eszsl_select(
         grid=grid,
         heldout_classes=held_sets,
     )
+
+
+@dataclass
+class ESZSLModel:
+    """A fitted ESZSL: ``score(x, c) = x^T V s_c`` (Romera-Paredes & Torr, ICML 2015).
+
+    Attributes:
+        projection: V, (D, A) float64.
+        gamma, lam: the regularisers it was fitted with.
+    """
+
+    projection: np.ndarray
+    gamma: float
+    lam: float
+
+    def scores(self, features: np.ndarray, signatures: np.ndarray) -> np.ndarray:
+        """(N, D) features and (C, A) class signatures -> (N, C) float64 scores."""
+        return eszsl_scores(features, self.projection, signatures)
+
+    def to_safetensors(self) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+        """Tensors and JSON metadata for a safetensors file."""
+        return {"V": torch.as_tensor(self.projection)}, {"gamma": self.gamma, "lambda": self.lam}
+
+    @classmethod
+    def from_safetensors(cls, tensors: dict[str, torch.Tensor], metadata: dict) -> ESZSLModel:
+        """Read back what :meth:`to_safetensors` wrote.
+
+        Raises:
+            KeyError: when ``V`` or a regulariser is missing.
+        """
+        return cls(tensors["V"].numpy(), float(metadata["gamma"]), float(metadata["lambda"]))
+
+
+@dataclass
+class BaselineConfig:
+    """Hyper-parameters of the baselines.
+
+    Attributes:
+        ridge_alpha: ridge penalty of ``weight_regression``.
+        eszsl_gamma, eszsl_lambda: ESZSL's regularisers; ``None`` chooses both with
+            :func:`eszsl_select` on held-out seen classes.
+        seed: seeds that choice.
+    """
+
+    ridge_alpha: float = 1.0
+    eszsl_gamma: float | None = None
+    eszsl_lambda: float | None = None
+    seed: int = 0
+
+
+def fit_baselines(
+    features: np.ndarray,
+    labels: np.ndarray,
+    seen: ClassRows,
+    dk: np.ndarray,
+    new_ids: np.ndarray,
+    config: BaselineConfig,
+) -> tuple[ClassRows, ESZSLModel]:
+    """Both baselines for the classes ``new_ids`` on one trained network.
+
+    Args:
+        features: (N, D) penultimate features of the network's training images.
+        labels: (N,) their class ids (each among ``seen.class_ids``).
+        seen: the network's seen rows (S, D) and biases.
+        dk: (C, A) domain knowledge of every class, row = class id.
+        new_ids: (U,) the classes to make rows for.
+        config: the baselines' hyper-parameters.
+
+    Returns:
+        ``weight_regression`` rows (U, D) float64 for ``new_ids``, and the fitted ESZSL.
+
+    Raises:
+        ValueError: on shapes that do not agree or a regulariser <= 0.
+        KeyError: when a label is not a seen class.
+    """
+    features = np.asarray(features, dtype=np.float64)
+    seen_ids = seen.class_ids
+    w_new, b_new = ridge_rows(
+        dk[seen_ids],
+        seen.weight.astype(np.float64),
+        seen.bias.astype(np.float64),
+        dk[new_ids],
+        config.ridge_alpha,
+    )
+    position = {int(c): j for j, c in enumerate(seen_ids)}
+    y = np.array([position[int(c)] for c in labels])
+    gamma, lam = config.eszsl_gamma, config.eszsl_lambda
+    if gamma is None or lam is None:
+        chosen = eszsl_select(features, y, dk[seen_ids], seed=config.seed)
+        gamma, lam = chosen.gamma, chosen.lam
+    v = eszsl_fit(features, y, dk[seen_ids], gamma, lam)
+    rows = ClassRows("weight_regression", np.asarray(new_ids), np.asarray(w_new), np.asarray(b_new))
+    return rows, ESZSLModel(np.asarray(v), float(gamma), float(lam))

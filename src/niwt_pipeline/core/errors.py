@@ -28,3 +28,9 @@ def fail(
 ) -> InputError:
     """Build an :class:`InputError` located at ``path`` (use as ``raise fail(...)``)."""
     return InputError(f"{where(path, line, key)}: {message}")
+
+
+def shorten(items: list[str], limit: int = 8) -> str:
+    """The first ``limit`` items joined by commas, then ``... (N more)`` when there are more."""
+    shown = ", ".join(items[:limit])
+    return shown + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from matplotlib import colormaps
 from PIL import Image
 
-from niwt_pipeline.core.backbones import SplitModel
+from niwt_pipeline.core.backbones.cut import CutModel
 from niwt_pipeline.core.importance import _FrozenForExtraction, _model_device
 
 UpsampleTo = tuple[int, int] | Literal["input"] | None
@@ -47,12 +47,12 @@ def _check_rows(x: torch.Tensor, rows: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 def row_gradients(
-    split: SplitModel, x: torch.Tensor, rows: torch.Tensor | np.ndarray
+    cut: CutModel, x: torch.Tensor, rows: torch.Tensor | np.ndarray
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Activations at the split layer and the gradient of each image's row score there.
+    """Activations at the cut layer and the gradient of each image's row score there.
 
     Args:
-        split: the cut model (run in eval mode; the caller's state is restored).
+        cut: the cut model (run in eval mode; the caller's state is restored).
         x: ``(B, 3, H, W)`` images (moved to the model's device).
         rows: ``(B, D)`` one classifier row per image, or ``(D,)`` one row for all images.
 
@@ -66,43 +66,43 @@ def row_gradients(
     """
     if x.ndim != 4:
         raise ValueError(f"x: expected images of shape (B, C, H, W), got {tuple(x.shape)}")
-    rows_t = _check_rows(x, torch.as_tensor(rows), split.classifier.in_features)
-    x = x.to(_model_device(split))
-    with _FrozenForExtraction(split):
+    rows_t = _check_rows(x, torch.as_tensor(rows), cut.classifier.in_features)
+    x = x.to(_model_device(cut))
+    with _FrozenForExtraction(cut):
         with torch.no_grad():
-            activations = split.stem(x)
+            activations = cut.stem(x)
         a = activations.detach().requires_grad_(True)
         with torch.enable_grad():
             # A non-leaf copy: an in-place first op of the head must not modify the leaf.
-            z = split.head(a.clone())
+            z = cut.head(a.clone())
             w = rows_t.to(dtype=z.dtype, device=z.device)
             (grad,) = torch.autograd.grad((z * w).sum(), a)
     return activations.detach(), grad.detach()
 
 
 def gradcam_weights(
-    split: SplitModel, x: torch.Tensor, rows: torch.Tensor | np.ndarray
+    cut: CutModel, x: torch.Tensor, rows: torch.Tensor | np.ndarray
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Activations ``A: (B, K, h, w)`` and Grad-CAM channel weights ``beta: (B, K)``.
 
     ``beta`` is the mean over positions of :func:`row_gradients`' ``dA``, i.e. the NIWT
     importance of the row divided by ``h * w``.
     """
-    activations, grad = row_gradients(split, x, rows)
+    activations, grad = row_gradients(cut, x, rows)
     return activations, grad.flatten(2).mean(2)
 
 
 def gradcam(
-    split: SplitModel,
+    cut: CutModel,
     x: torch.Tensor,
     rows: torch.Tensor | np.ndarray,
     *,
     upsample_to: UpsampleTo = "input",
 ) -> torch.Tensor:
-    """Grad-CAM maps of classifier rows at the split layer, one per image.
+    """Grad-CAM maps of classifier rows at the cut layer, one per image.
 
     Args:
-        split: the cut model; its state is left as it was.
+        cut: the cut model; its state is left as it was.
         x: ``(B, 3, H, W)`` images, preprocessed for the model.
         rows: ``(B, D)`` a row per image (e.g. the predicted class's row, seen or new), or
             ``(D,)`` one row for all images.
@@ -115,7 +115,7 @@ def gradcam(
         beta_k A_k)`` divided by its per-image maximum (a map without positive evidence
         stays all zero; zero keeps meaning "no positive evidence", unlike min-max scaling).
     """
-    activations, beta = gradcam_weights(split, x, rows)
+    activations, beta = gradcam_weights(cut, x, rows)
     cam = torch.relu(torch.einsum("bk,bkhw->bhw", beta, activations)).float()
     size = _target_size(upsample_to, x)
     if size is not None and size != tuple(cam.shape[1:]):

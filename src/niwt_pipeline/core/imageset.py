@@ -1,4 +1,5 @@
-"""An image table as a torch ``Dataset``, and a seeded ``DataLoader`` for it."""
+"""Images for a backbone: a table of image files as a torch ``Dataset``, seeded loaders,
+and the image tables the stages sample (reference images, explained images)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from niwt_pipeline.core.backbones.spec import BackboneSpec
 from niwt_pipeline.core.data.images import load_rgb
 from niwt_pipeline.core.errors import InputError
 
@@ -135,6 +138,9 @@ def make_loader(
     """A ``DataLoader`` whose shuffling (and workers' seeds) follow ``seed``.
 
     Two loaders made with the same arguments yield the same batches in the same order.
+
+    Raises:
+        InputError: if ``batch_size`` < 1.
     """
     if batch_size < 1:
         raise InputError(f"batch_size must be positive, got {batch_size}")
@@ -150,3 +156,114 @@ def make_loader(
         pin_memory=pin_memory,
         persistent_workers=False,
     )
+
+
+def image_loader(
+    images: pd.DataFrame,
+    spec: BackboneSpec,
+    *,
+    batch_size: int,
+    labels: np.ndarray | None = None,
+    shuffle: bool = False,
+    augment: bool = False,
+    seed: int = 0,
+    num_workers: int = 0,
+) -> DataLoader:
+    """A loader over ``images`` (canonical table rows) preprocessed as ``spec`` says.
+
+    Args:
+        images: a table with a ``path`` column (and ``class_id`` unless ``labels`` is given).
+        spec: the backbone's input size, normalisation and classes.
+        batch_size: images per batch.
+        labels: (N,) labels; default the classifier index of each image's class (``-1``
+            for classes the classifier does not have, e.g. unseen classes).
+        shuffle, augment, seed: training options (see :class:`ImageTableDataset`).
+        num_workers: decoding worker processes (the batches and their order do not change).
+
+    Returns:
+        A ``DataLoader`` of ``(images (B, 3, H, W), labels (B,), row positions (B,))``.
+
+    Raises:
+        InputError: on bad sizes or normalisation (see :class:`ImageTableDataset`).
+    """
+    if labels is None:
+        mapping = spec.seen_label_map()
+        labels = images["class_id"].map(lambda c: mapping.get(int(c), -1)).to_numpy()
+    dataset = ImageTableDataset(
+        images["path"].tolist(),
+        [int(v) for v in labels],
+        spec.image_size,
+        spec.mean,
+        spec.std,
+        augment=augment,
+        crop_fraction=spec.crop_fraction,
+    )
+    return make_loader(dataset, batch_size, shuffle=shuffle, seed=seed, num_workers=num_workers)
+
+
+def model_view(paths: Sequence[str], spec: BackboneSpec) -> np.ndarray:
+    """The images as the network sees them, before normalisation: resized and centre-cropped
+    as ``spec`` says, as ``(N, image_size, image_size, 3)`` uint8 RGB.
+
+    Raises:
+        InputError: naming the file when an image is missing or unreadable.
+    """
+    if not len(paths):
+        return np.zeros((0, spec.image_size, spec.image_size, 3), dtype=np.uint8)
+    return denormalise(network_inputs(paths, spec), spec)
+
+
+def network_inputs(paths: Sequence[str], spec: BackboneSpec) -> torch.Tensor:
+    """The images preprocessed for evaluation as ``spec`` says (resize, centre crop,
+    normalisation; no augmentation), stacked as ``(N, 3, image_size, image_size)`` float32.
+
+    Raises:
+        InputError: naming the file when an image is missing or unreadable.
+    """
+    dataset = ImageTableDataset(
+        list(paths),
+        [0] * len(paths),
+        spec.image_size,
+        spec.mean,
+        spec.std,
+        crop_fraction=spec.crop_fraction,
+    )
+    return torch.stack([dataset[i][0] for i in range(len(dataset))])
+
+
+def denormalise(x: torch.Tensor, spec: BackboneSpec) -> np.ndarray:
+    """Normalised network inputs ``(N, 3, H, W)`` back to ``(N, H, W, 3)`` uint8 RGB."""
+    mean = torch.tensor(spec.mean).view(3, 1, 1)
+    std = torch.tensor(spec.std).view(3, 1, 1)
+    pixels = ((x.cpu() * std + mean).clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
+    return pixels.permute(0, 2, 3, 1).numpy()
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def folder_images(folder: str | Path, max_images: int | None, seed: int) -> pd.DataFrame:
+    """Every image file under ``folder`` (sorted; a seeded sample of ``max_images``).
+
+    Returns:
+        A table with a ``path`` column, the shape :func:`image_loader` reads.
+
+    Raises:
+        InputError: when the folder does not exist or holds no image files.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise InputError(f"{root}: reference image folder not found")
+    paths = sorted(str(p) for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise InputError(f"{root}: no image files ({', '.join(IMAGE_SUFFIXES)}) found")
+    table = pd.DataFrame({"path": pd.Series(paths, dtype="str")})
+    return sample_rows(table, max_images, seed)
+
+
+def sample_rows(table: pd.DataFrame, max_rows: int | None, seed: int) -> pd.DataFrame:
+    """A seeded sample of at most ``max_rows`` rows, in their original order (index reset)."""
+    if max_rows is None or len(table) <= max_rows:
+        return table.reset_index(drop=True)
+    keep = np.sort(np.random.default_rng(seed).choice(len(table), size=max_rows, replace=False))
+    return table.iloc[keep].reset_index(drop=True)

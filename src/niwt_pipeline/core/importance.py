@@ -3,7 +3,8 @@
 For an image ``x`` with activations ``A = stem(x): (K, h, w)`` at the importance layer,
 logits ``y = classifier(head(A))`` and a target class ``c``, the importance of channel
 ``k`` is the gradient of the *logit* ``y_c`` w.r.t. ``A_k``, **summed** over the spatial
-positions (DESIGN.md section 1)::
+positions (Selvaraju et al., "Choose Your Neuron", ECCV 2018, eq. 1; the sum, rather than
+Grad-CAM's mean, is what the authors' code computes)::
 
     alpha_k = sum_{u, v} d y_c / d A_{k, u, v}
 
@@ -25,10 +26,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from niwt_pipeline.core.backbones import SplitModel, preserved_modes
+from niwt_pipeline.core.backbones.cut import CutModel, preserved_modes
 from niwt_pipeline.core.errors import InputError
 from niwt_pipeline.core.training import resolve_device
 
@@ -94,15 +96,15 @@ class _FrozenForExtraction:
     Owns the caller's flags for the duration of a ``with`` block, so nothing leaks on error.
     """
 
-    def __init__(self, split: SplitModel) -> None:
-        self.split = split
-        self._modes = preserved_modes(split)
-        self._params = list(split.parameters())
+    def __init__(self, cut: CutModel) -> None:
+        self.cut = cut
+        self._modes = preserved_modes(cut)
+        self._params = list(cut.parameters())
         self._flags: list[bool] = []
 
     def __enter__(self) -> _FrozenForExtraction:
         self._modes.__enter__()
-        self.split.eval()
+        self.cut.eval()
         self._flags = [p.requires_grad for p in self._params]
         for p in self._params:
             p.requires_grad_(False)
@@ -114,14 +116,14 @@ class _FrozenForExtraction:
         self._modes.__exit__(None, None, None)
 
 
-def _model_device(split: SplitModel) -> torch.device:
-    for p in split.parameters():
+def _model_device(cut: CutModel) -> torch.device:
+    for p in cut.parameters():
         return p.device
     return torch.device("cpu")
 
 
 def extract(
-    split: SplitModel,
+    cut: CutModel,
     loader: Iterable,
     *,
     device: str | torch.device | None = None,
@@ -134,7 +136,7 @@ def extract(
     the loader has one, so memory beyond the outputs does not grow with the dataset.
 
     Args:
-        split: from :func:`~niwt_pipeline.core.backbones.split_at_layer`.  Run in eval
+        cut: from :func:`~niwt_pipeline.core.backbones.cut.cut_at_layer`.  Run in eval
             mode; the caller's per-module modes and parameters' ``requires_grad`` flags are
             restored afterwards and no parameter ``.grad`` is touched.
         loader: yields ``(images (B, 3, H, W), labels (B,), indices (B,))`` or
@@ -148,16 +150,22 @@ def extract(
 
     Returns:
         An :class:`ExtractionResult` with N rows in loader order.
+
+    Raises:
+        InputError: if ``targets`` is not ``"gt"``, ``"pred"`` or ``"gt_and_pred"``,
+            ``device`` is unknown or unavailable, a batch is not ``(images, labels[,
+            indices])`` with matching sizes, the loader yields more images than
+            ``len(loader.dataset)``, or it yields no images.
     """
     if targets not in _TARGETS:
         raise InputError(f"targets must be one of {', '.join(_TARGETS)}, got {targets!r}")
-    dev = _model_device(split) if device is None else resolve_device(device)
-    if _model_device(split) != dev:
+    dev = _model_device(cut) if device is None else resolve_device(device)
+    if _model_device(cut) != dev:
         logger.info("Moving the model to %s for extraction", dev)
-        split.to(dev)
+        cut.to(dev)
     want_gt = targets in ("gt", "gt_and_pred")
     want_pred = targets in ("pred", "gt_and_pred")
-    n_classes = split.classifier.out_features
+    n_classes = cut.classifier.out_features
     total = _dataset_length(loader)
 
     out: dict[str, np.ndarray] = {}
@@ -175,7 +183,7 @@ def extract(
         out[name][row : row + len(value)] = value
 
     start = time.perf_counter()
-    with _FrozenForExtraction(split):
+    with _FrozenForExtraction(cut):
         bar = tqdm(loader, desc="importances", unit="batch", disable=not progress, leave=False)
         for batch in bar:
             x, labels, indices = _unpack(batch, row)
@@ -187,7 +195,7 @@ def extract(
             # classes (e.g. unseen-class test images) when the predicted ones give K.
             skip_gt = want_pred and not bool(valid.any())
             alpha_gt, alpha_pred, z, logits = batch_importances(
-                split, x, gt if want_gt and not skip_gt else None, pred=want_pred
+                cut, x, gt if want_gt and not skip_gt else None, pred=want_pred
             )
             if want_gt:
                 if alpha_gt is None:
@@ -229,15 +237,15 @@ def extract(
 
 
 def batch_importances(
-    split: SplitModel, x: torch.Tensor, gt: torch.Tensor | None, *, pred: bool
+    cut: CutModel, x: torch.Tensor, gt: torch.Tensor | None, *, pred: bool
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor, torch.Tensor]:
     """Importances of one batch: one forward pass, one gradient call per target set.
 
-    Expects the split in eval mode with parameters not requiring grad (as inside
+    Expects the cut in eval mode with parameters not requiring grad (as inside
     :func:`extract`, which does that bookkeeping); no parameter gradient is computed.
 
     Args:
-        split: the cut model.
+        cut: the cut model.
         x: ``(B, 3, H, W)`` images on the model's device.
         gt: ``(B,)`` int64 target classes in ``[0, C)``, or ``None`` to skip.
         pred: also compute the importances for the predicted classes.
@@ -248,13 +256,13 @@ def batch_importances(
         asked for), ``z: (B, D)`` and ``logits: (B, C)``; all detached.
     """
     with torch.no_grad():
-        activations = split.stem(x)
+        activations = cut.stem(x)
     a = activations.detach().requires_grad_(True)
     with torch.enable_grad():
         # The head gets a non-leaf copy: an in-place first op (VGG's ReLU after conv5_3)
         # must not modify the leaf the gradient is taken for.
-        z = split.head(a.clone())
-        logits = split.classifier(z)
+        z = cut.head(a.clone())
+        logits = cut.classifier(z)
         wanted = [] if gt is None else [gt]
         if pred:
             wanted.append(logits.detach().argmax(1))
@@ -284,21 +292,21 @@ def _sync(device: torch.device) -> None:
 
 
 def forward_throughput(
-    split: SplitModel,
+    cut: CutModel,
     loader: Iterable,
     device: str | torch.device | None = None,
     *,
     max_batches: int | None = None,
 ) -> float:
     """Images per second of a plain eval-mode forward pass (``torch.no_grad``), for benchmarks."""
-    dev = _model_device(split) if device is None else resolve_device(device)
-    split.to(dev)
+    dev = _model_device(cut) if device is None else resolve_device(device)
+    cut.to(dev)
     n, elapsed = 0, 0.0
-    with _FrozenForExtraction(split), torch.no_grad():
+    with _FrozenForExtraction(cut), torch.no_grad():
         for x, _ in _timed_batches(loader, dev, max_batches):
             _sync(dev)
             t0 = time.perf_counter()
-            split(x)
+            cut(x)
             _sync(dev)
             elapsed += time.perf_counter() - t0
             n += x.shape[0]
@@ -306,7 +314,7 @@ def forward_throughput(
 
 
 def extraction_throughput(
-    split: SplitModel,
+    cut: CutModel,
     loader: Iterable,
     device: str | torch.device | None = None,
     *,
@@ -316,20 +324,70 @@ def extraction_throughput(
     """Images per second of the importance extraction (forward + gradients), for benchmarks.
 
     Times the same per-batch work as :func:`extract`, without data loading and copies.
+
+    Raises:
+        InputError: if ``targets`` is not ``"gt"``, ``"pred"`` or ``"gt_and_pred"``,
+            ``device`` is unknown or unavailable, or a batch is malformed.
     """
     if targets not in _TARGETS:
         raise InputError(f"targets must be one of {', '.join(_TARGETS)}, got {targets!r}")
-    dev = _model_device(split) if device is None else resolve_device(device)
-    split.to(dev)
-    n_classes = split.classifier.out_features
+    dev = _model_device(cut) if device is None else resolve_device(device)
+    cut.to(dev)
+    n_classes = cut.classifier.out_features
     n, elapsed = 0, 0.0
-    with _FrozenForExtraction(split):
+    with _FrozenForExtraction(cut):
         for x, labels in _timed_batches(loader, dev, max_batches):
             gt = labels.clamp(0, n_classes - 1)
             _sync(dev)
             t0 = time.perf_counter()
-            batch_importances(split, x, None if targets == "pred" else gt, pred=targets != "gt")
+            batch_importances(cut, x, None if targets == "pred" else gt, pred=targets != "gt")
             _sync(dev)
             elapsed += time.perf_counter() - t0
             n += x.shape[0]
     return n / max(elapsed, 1e-12)
+
+
+def channel_columns(k: int) -> list[str]:
+    """Column names of the K importance channels: ``k_0000``, ``k_0001``, ..."""
+    return [f"k_{i:04d}" for i in range(k)]
+
+
+def importance_columns(table: pd.DataFrame) -> list[str]:
+    """The importance channel columns (``k_....``) of a table, in order."""
+    return [c for c in table.columns if c.startswith("k_")]
+
+
+def importance_tables(
+    outputs: dict[str, torch.Tensor], images: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The importance matrix per image (seen trainval images) and per class (their mean).
+
+    Args:
+        outputs: the extraction's ``image_id`` (N,) and ``importance_gt`` (N, K).
+        images: the canonical images table (``image_id``, ``class_id``, ``split``).
+
+    Returns:
+        ``image_importance``: ``image_id``, ``class_id``, then ``k_0000..`` (float32), one
+        row per trainval image with a finite importance; ``class_importance``:
+        ``class_id``, ``n_images``, then the mean over the class's images.
+
+    Raises:
+        KeyError: when an output image is not in ``images``.
+    """
+    ids = outputs["image_id"].numpy()
+    importance = outputs["importance_gt"].numpy()
+    table = images.set_index("image_id").loc[ids]
+    keep = (table["split"].to_numpy() == "trainval") & ~np.isnan(importance).any(axis=1)
+    columns = channel_columns(importance.shape[1])
+    per_image = pd.DataFrame(importance[keep], columns=columns)
+    per_image.insert(0, "class_id", table["class_id"].to_numpy()[keep].astype("int64"))
+    per_image.insert(0, "image_id", ids[keep].astype("int64"))
+    per_class = per_image.drop(columns="image_id").groupby("class_id").mean()
+    per_class.insert(0, "n_images", per_image.groupby("class_id").size())
+    logger.info(
+        "importance matrix: %d seen images x %d channels, %d classes",
+        len(per_image),
+        importance.shape[1],
+        len(per_class),
+    )
+    return per_image, per_class.reset_index()

@@ -1,10 +1,10 @@
 """Domain knowledge -> neuron importance (the NIWT mapper) and its inverse.
 
-The mapper is a linear map with bias from a class's domain-knowledge vector
-(attributes, sentence embedding, ...) to the importance of the layer's channels for
-that class.  As in the reference, it is trained **per image** on the pairs
-``(dk[y_i], alpha_i)`` with a cosine-distance loss and Adam, and a few seen classes
-are held out to choose the number of epochs (early stopping).
+The mapper (Selvaraju et al., ECCV 2018, sec. 3.2, eq. 2) is a linear map with bias from a
+class's domain-knowledge vector (attributes, sentence embedding, ...) to the importance of
+the layer's channels for that class.  As in the authors' code, it is trained **per image**
+on the pairs ``(dk[y_i], alpha_i)`` with a cosine-distance loss and Adam, and a few seen
+classes are held out to choose the number of epochs (early stopping).
 
 The inverse map (importance -> domain knowledge) is a closed-form ridge regression;
 it turns the importance of a prediction into a textual explanation.
@@ -18,8 +18,11 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
+
+from niwt_pipeline.core.importance import channel_columns
 
 logger = logging.getLogger(__name__)
 
@@ -104,10 +107,12 @@ class LinearMapper(nn.Module):
 
     @property
     def n_in(self) -> int:
+        """A, the domain-knowledge dimension the mapper takes."""
         return self.linear.in_features
 
     @property
     def n_out(self) -> int:
+        """K, the number of importance-layer channels the mapper predicts."""
         return self.linear.out_features
 
     def forward(self, dk: torch.Tensor) -> torch.Tensor:
@@ -123,6 +128,9 @@ class LinearMapper(nn.Module):
 
         Returns:
             (C, K) float32 predicted importance, detached.
+
+        Raises:
+            ValueError: if ``dk`` is not of shape (C, A) with A = :attr:`n_in`.
         """
         x = dk if isinstance(dk, torch.Tensor) else torch.from_numpy(np.array(dk))
         x = x.to(dtype=self.linear.weight.dtype, device=self.linear.weight.device)
@@ -131,6 +139,46 @@ class LinearMapper(nn.Module):
                 f"LinearMapper.predict: expected dk of shape (C, {self.n_in}), got {tuple(x.shape)}"
             )
         return self(x)
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """The state dict as detached CPU tensors (for a safetensors file)."""
+        return {k: v.detach().cpu() for k, v in self.state_dict().items()}
+
+    @classmethod
+    def from_state(cls, state: dict[str, torch.Tensor]) -> LinearMapper:
+        """A mapper from :meth:`state` (its sizes read off ``linear.weight``).
+
+        Raises:
+            KeyError: when ``linear.weight`` is missing.
+            RuntimeError: when the other tensors do not fit (strict loading).
+        """
+        n_out, n_in = state["linear.weight"].shape
+        mapper = cls(int(n_in), int(n_out))
+        mapper.load_state_dict({k: v for k, v in state.items() if isinstance(v, torch.Tensor)})
+        return mapper
+
+
+def predicted_importance_table(
+    mapper: LinearMapper, dk: np.ndarray, classes: pd.DataFrame
+) -> pd.DataFrame:
+    """The mapper's predicted importance of every class as a table.
+
+    Args:
+        mapper: the fitted mapper.
+        dk: (C, A) domain knowledge, row = class id.
+        classes: ``class_id``, ``name``, ``seen`` of every class.
+
+    Returns:
+        ``class_id``, ``name``, ``seen``, then ``k_0000..`` (float32), one row per class in
+        ``class_id`` order.
+    """
+    predicted = mapper.predict(dk).numpy()
+    table = pd.DataFrame(predicted, columns=channel_columns(predicted.shape[1]))
+    ordered = classes.sort_values("class_id").reset_index(drop=True)
+    table.insert(0, "seen", ordered["seen"].to_numpy())
+    table.insert(0, "name", ordered["name"].to_numpy())
+    table.insert(0, "class_id", ordered["class_id"].to_numpy().astype("int64"))
+    return table
 
 
 @dataclass
@@ -181,7 +229,7 @@ def _as_float_tensor(
     t = (
         x.detach().cpu()
         if isinstance(x, torch.Tensor)
-        else torch.from_numpy(np.asarray(x, dtype=np.float64))
+        else torch.from_numpy(np.array(x, dtype=np.float64))  # a copy: inputs may be read-only
     )
     t = t.to(dtype)
     if t.ndim != ndim:
@@ -202,7 +250,11 @@ def _as_long_array(x: np.ndarray | torch.Tensor | list[int], name: str) -> np.nd
 
 
 def n_heldout(n_seen: int, n_heldout_classes: int | float) -> int:
-    """Number of seen classes to hold out: an int count, or a fraction (at least one)."""
+    """Number of seen classes to hold out: an int count, or a fraction (at least one).
+
+    Raises:
+        ValueError: if the count is >= ``n_seen`` (no class would remain for training).
+    """
     n = n_heldout_classes
     if isinstance(n, float) and 0.0 < n < 1.0:
         count = max(1, int(round(n * n_seen)))
@@ -303,6 +355,12 @@ def fit_mapper(
     Returns:
         The fitted :class:`LinearMapper` (float32, eval mode) and a :class:`MapperReport`.
         Deterministic for ``config.seed``; the global RNG is not used.
+
+    Raises:
+        ValueError: if ``dk`` or ``importance`` is not a finite 2-D array, ``labels`` or
+            ``seen_class_ids`` is not 1-D integer, ``importance`` and ``labels`` differ in
+            length or are empty, ``seen_class_ids`` does not index rows of ``dk``, a label
+            is not a seen class, or the hold-out would leave no class to train on.
     """
     config = config or MapperConfig()
     dk_t = _as_float_tensor(dk, "dk", 2)
@@ -447,7 +505,13 @@ class InverseMap:
 
     @torch.no_grad()
     def predict(self, importance: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """``importance``: (N, K) -> (N, A) predicted domain knowledge (float64)."""
+        """``importance``: (N, K) -> (N, A) predicted domain knowledge (float64).
+
+        A single (K,) row is read as (1, K).
+
+        Raises:
+            ValueError: if ``importance`` is not (N, K) with K the map's input width.
+        """
         x = torch.as_tensor(
             np.asarray(importance) if not isinstance(importance, torch.Tensor) else importance
         )
@@ -522,6 +586,13 @@ def fit_inverse_map(
         dk_targets: (N, A) domain knowledge to predict, e.g. ``dk[labels]``.
         ridge_alpha: >= 0 ridge penalty on the standardised inputs.
         l2_normalise: L2-normalise each importance row first (importance scale varies by image).
+
+    Returns:
+        The fitted :class:`InverseMap` (float64 tensors).
+
+    Raises:
+        ValueError: if ``ridge_alpha`` < 0, an input is not a finite 2-D array, or the two
+            inputs differ in row count.
     """
     if ridge_alpha < 0:
         raise ValueError(f"ridge_alpha: expected >= 0, got {ridge_alpha}")

@@ -1,6 +1,9 @@
 """Generalised zero-shot scoring: per-class accuracy, S/U/H, calibrated stacking, AUSUC.
 
-Conventions (Xian et al. 2017; Chao et al. 2016):
+Conventions: S/U/H follow Xian et al., "Zero-Shot Learning - The Good, the Bad and the
+Ugly" (CVPR 2017; extended in TPAMI 2018); calibrated stacking and AUSUC follow Chao et
+al., "An Empirical Study and Analysis of Generalized Zero-Shot Learning for Object
+Recognition in the Wild" (ECCV 2016):
 
 * accuracies are **per-class mean top-1** accuracies, returned as fractions in [0, 1]
   (:func:`to_percent` converts);
@@ -55,6 +58,9 @@ def per_class_accuracy(
 
     Returns:
         ``{class_id: fraction correct among its images}``.
+
+    Raises:
+        ValueError: if ``pred`` or ``labels`` is not 1-D, or their lengths differ.
     """
     p = _np(pred, "pred", 1)
     y = _np(labels, "labels", 1)
@@ -156,6 +162,13 @@ def zsl_top1(
 
     Args:
         scores: (N, C) over all classes; labels: (N,); unseen_classes: the candidate class ids.
+
+    Returns:
+        The per-class mean top-1 accuracy, a fraction in [0, 1].
+
+    Raises:
+        ValueError: if ``scores`` is not 2-D, ``labels`` is not 1-D, or ``unseen_classes``
+            is empty.
     """
     sc = _np(scores, "scores", 2)
     y = _np(labels, "labels", 1)
@@ -237,6 +250,10 @@ def ausuc(s: np.ndarray, u: np.ndarray) -> float:
     Points are sorted by U (ties: higher S first).  The curve is closed with its
     endpoints: extended horizontally to U = 0 at the S of its leftmost point, and
     vertically down to S = 0 at its rightmost point (which adds no area).
+    AUSUC as defined by Chao et al., ECCV 2016.
+
+    Raises:
+        ValueError: if ``s`` and ``u`` are empty or differ in length.
     """
     s_arr = np.asarray(s, dtype=np.float64).ravel()
     u_arr = np.asarray(u, dtype=np.float64).ravel()
@@ -304,23 +321,29 @@ def gzsl_report(
     *,
     with_curve: bool = False,
 ) -> dict:
-    """Everything at once: S, U, H at ``gamma`` and at 0, ZSL top-1 and AUSUC (fractions).
+    """Everything at once: S, U, H uncalibrated (gamma 0) and calibrated (at ``gamma``),
+    ZSL top-1 and AUSUC (fractions in [0, 1]).
 
-    With ``with_curve``, also ``"curve": {"S": [...], "U": [...]}``, the seen-unseen curve
-    the AUSUC was computed from.
+    Keys: ``S``, ``U``, ``H`` (uncalibrated), ``S_calibrated``, ``U_calibrated``,
+    ``H_calibrated`` (at ``gamma``), ``gamma``, ``zsl_top1``, ``ausuc``.  With
+    ``with_curve``, also ``"curve": {"S": [...], "U": [...]}``, the seen-unseen curve the
+    AUSUC was computed from (Chao et al., ECCV 2016).
+
+    Raises:
+        ValueError: on shapes that do not agree or a seen mask without seen or unseen classes.
     """
     sc, y, seen, unseen_img = _check_gzsl(scores, labels, seen_mask, is_unseen_image)
     at_gamma = gzsl_evaluate(sc, y, seen, unseen_img, gamma)
     at_zero = gzsl_evaluate(sc, y, seen, unseen_img, 0.0)
     _, s_curve, u_curve = seen_unseen_curve(sc, y, seen, unseen_img)
     report = {
-        "S": at_gamma["S"],
-        "U": at_gamma["U"],
-        "H": at_gamma["H"],
+        "S": at_zero["S"],
+        "U": at_zero["U"],
+        "H": at_zero["H"],
+        "S_calibrated": at_gamma["S"],
+        "U_calibrated": at_gamma["U"],
+        "H_calibrated": at_gamma["H"],
         "gamma": float(gamma),
-        "S_uncalibrated": at_zero["S"],
-        "U_uncalibrated": at_zero["U"],
-        "H_uncalibrated": at_zero["H"],
         "zsl_top1": zsl_top1(sc, y, np.flatnonzero(~seen)),
         "ausuc": ausuc(s_curve, u_curve),
     }

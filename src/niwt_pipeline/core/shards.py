@@ -148,6 +148,9 @@ def plan_shards(identity: pd.DataFrame, shard_size: int, context: str) -> list[S
 
     Returns:
         ``ceil(N / shard_size)`` shards covering ``0..N`` in order (none for an empty table).
+
+    Raises:
+        InputError: if ``shard_size`` < 1.
     """
     if shard_size < 1:
         raise InputError(f"shard_size must be positive, got {shard_size}")
@@ -206,7 +209,15 @@ class ShardStore:
         return self.fingerprint_of(shard.name) == shard.fingerprint
 
     def write(self, shard: Shard, tensors: Mapping[str, torch.Tensor]) -> Path:
-        """Store ``tensors`` (each with ``len(shard)`` rows) as ``shard``, atomically."""
+        """Store ``tensors`` (each with ``len(shard)`` rows) as ``shard``, atomically.
+
+        Returns:
+            The path of the written ``.safetensors`` file.
+
+        Raises:
+            InputError: if a value is not a tensor or does not have ``len(shard)`` rows.
+            OSError: if the folder or file cannot be written (no partial file is left).
+        """
         bad = [k for k, v in tensors.items() if not isinstance(v, torch.Tensor)]
         if bad:
             raise InputError(f"shard {shard.name}: values of {bad} are not tensors")
@@ -238,7 +249,11 @@ class ShardStore:
 
     def read(self, shard: Shard) -> dict[str, torch.Tensor]:
         """The tensors of ``shard``, in the order they were written; refuses a missing or
-        stale file."""
+        stale file.
+
+        Raises:
+            InputError: if the file is missing, unreadable or stored with another fingerprint.
+        """
         path = self.path(shard.name)
         if not self.is_done(shard):
             raise InputError(f"{path}: missing or stale (fingerprint differs); run it again")
@@ -332,6 +347,13 @@ def merge_shards(store: ShardStore, shards: Sequence[Shard]) -> dict[str, torch.
     Outputs are preallocated from the first shard and filled one shard at a time (memory:
     the outputs plus one shard).  Every shard must be done and hold the same names, dtypes
     and trailing shapes.
+
+    Returns:
+        ``{name: (N, ...) tensor}`` with N the total rows of ``shards``.
+
+    Raises:
+        InputError: if ``shards`` is empty, a shard is missing or stale, or a shard's names,
+            dtypes or shapes differ from the first one's.
     """
     if not shards:
         raise InputError("no shards to merge (the table is empty)")

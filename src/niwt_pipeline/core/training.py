@@ -149,6 +149,11 @@ def train_classifier(
 
     Returns:
         A :class:`TrainResult`; the model keeps its train/eval flags as they were.
+
+    Raises:
+        InputError: if ``config.device`` is unknown or unavailable, a batch is not
+            ``(images, labels[, indices])``, a label is outside ``[0, C)``, or the training
+            (or validation) loader yields no images.
     """
     device = resolve_device(config.device)
     model.to(device)
@@ -272,6 +277,11 @@ def evaluate(
         ``(accuracy, per_class)``: the fraction of images classified correctly, and a
         ``(C,)`` float64 array of per-class accuracies (NaN for classes without images;
         ``np.nanmean(per_class)`` is the per-class mean accuracy).
+
+    Raises:
+        InputError: if ``device`` is unknown or unavailable, a batch is not
+            ``(images, labels[, indices])``, a label is outside ``[0, C)``, or the loader
+            yields no images.
     """
     if device is None:
         device = next((p.device for p in model.parameters()), torch.device("cpu"))

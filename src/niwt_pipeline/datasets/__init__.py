@@ -1,10 +1,12 @@
 """Kedro datasets for the project: raw dataset layouts, domain-knowledge sources, tensors,
-resumable shard folders and the xlsa17 export folder.
+resumable shard folders, the xlsa17 export folder, and the library's value objects (a
+trained backbone, class rows, the reference cache, the GZSL evaluation).
 
 These are thin adapters from catalog entries to the library in ``niwt_pipeline.core``; swapping
 the dataset or the domain-knowledge source is a change of catalog entry, never of code.
 """
 
+from niwt_pipeline.datasets.backbone import TrainedBackboneDataset
 from niwt_pipeline.datasets.domain_sources import (
     ClassEmbeddingsSource,
     CSVTableSource,
@@ -20,7 +22,7 @@ from niwt_pipeline.datasets.raw_sources import (
     OwnLayoutDataset,
 )
 from niwt_pipeline.datasets.shards import ShardStoreDataset
-from niwt_pipeline.datasets.tensors import SafetensorsDataset
+from niwt_pipeline.datasets.tensors import SafetensorsDataset, SafetensorsObjectDataset
 
 __all__ = [
     "AWA2Dataset",
@@ -31,8 +33,10 @@ __all__ = [
     "NativeAttributesSource",
     "OwnLayoutDataset",
     "SafetensorsDataset",
+    "SafetensorsObjectDataset",
     "ShardStoreDataset",
     "TextEmbeddingsSource",
+    "TrainedBackboneDataset",
     "Xlsa17AttributesSource",
     "Xlsa17ExportDataset",
 ]

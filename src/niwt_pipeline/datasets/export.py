@@ -32,12 +32,20 @@ class Xlsa17ExportDataset(AbstractDataset[dict[str, Any], dict[str, Any]]):
         self.metadata = metadata
 
     def load(self) -> dict[str, Any]:
+        """The export read back as a dict of arrays (``export_xlsa17``'s keyword arguments).
+
+        Raises:
+            DatasetError: if the folder holds no features file, or (wrapping the
+                ``InputError`` of :func:`read_xlsa17_export`) a file is missing or malformed.
+        """
         path = Path(self._path)
         if not (path / FEATURES_FILE).is_file():
             raise DatasetError(f"{path}: no xlsa17 export (run the export pipeline first)")
         return read_xlsa17_export(path).as_arrays()
 
     def save(self, data: dict[str, Any]) -> None:
+        """Write the folder with ``export_xlsa17(path, **data)``; Kedro wraps its errors
+        (e.g. ``ValueError`` on inconsistent shapes) in a ``DatasetError``."""
         export_xlsa17(Path(self._path), **data)
 
     def _exists(self) -> bool:

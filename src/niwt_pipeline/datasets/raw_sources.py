@@ -31,11 +31,22 @@ class _ReadOnlyLayout(AbstractDataset[None, RawDataset]):
         raise NotImplementedError
 
     def load(self) -> RawDataset:
+        """The layout read by the subclass's reader into a :class:`RawDataset`.
+
+        Raises:
+            DatasetError: if ``path`` does not exist, or (wrapping the reader's
+                ``InputError``) a file of the layout is missing or malformed.
+        """
         if not self._path.exists():
             raise DatasetError(f"{self._path}: dataset folder not found")
         return self._read()
 
     def save(self, data: None) -> None:
+        """Always refused: the layout is read-only.
+
+        Raises:
+            DatasetError: always.
+        """
         raise DatasetError(f"{type(self).__name__} at {self._path} is read-only")
 
     def _exists(self) -> bool:
@@ -117,6 +128,11 @@ class AttributeWorldDataset(AbstractDataset[None, RawDataset]):
         return recorded.get("config") == json.loads(json.dumps(asdict(config)))
 
     def load(self) -> RawDataset:
+        """The world read as an own-data layout, (re)generated first when missing or stale.
+
+        Kedro wraps any failure (an ``InputError`` from a bad ``world`` configuration, an
+        ``OSError`` while writing) in a ``DatasetError``.
+        """
         from niwt_pipeline.core.data.own import read_own_layout
         from niwt_pipeline.core.data.world import generate_world, write_world
 
@@ -127,6 +143,11 @@ class AttributeWorldDataset(AbstractDataset[None, RawDataset]):
         return read_own_layout(self._path)
 
     def save(self, data: None) -> None:
+        """Always refused: the world is generated on load.
+
+        Raises:
+            DatasetError: always.
+        """
         raise DatasetError("the attribute world is generated on load; it cannot be saved to")
 
     def _exists(self) -> bool:

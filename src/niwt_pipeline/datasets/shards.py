@@ -42,9 +42,15 @@ class ShardStoreDataset(AbstractDataset[Any, ShardStore]):
         self.metadata = metadata
 
     def load(self) -> ShardStore:
+        """A :class:`ShardStore` on the folder; nothing is read yet."""
         return ShardStore(Path(self._path))
 
     def save(self, data: Any) -> None:
+        """Always refused: shards are written one by one through the store.
+
+        Raises:
+            DatasetError: always.
+        """
         raise DatasetError(
             f"{self._path}: shards are written one by one through the store that load returns"
         )

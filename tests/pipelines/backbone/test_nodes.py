@@ -1,4 +1,4 @@
-"""Backbone node: seen-class training, its spec, its split table and its determinism."""
+"""Backbone node: seen-class training, its spec, its role table and its determinism."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import torch
 from pydantic import ValidationError
 
 from niwt_pipeline.core.errors import InputError
-from niwt_pipeline.core.modelio import BackboneSpec, rebuild_split
+from niwt_pipeline.core.trained import TrainedBackbone
 from niwt_pipeline.pipelines.backbone.nodes import train_backbone
 
 
 def test_spec_describes_the_trained_network(chain):
-    spec = chain.backbone_spec
+    spec = chain.backbone.spec.to_dict()
 
     assert spec == {
         "arch": "small_cnn",
@@ -26,44 +26,43 @@ def test_spec_describes_the_trained_network(chain):
     }
 
 
-def test_state_dict_rebuilds_into_the_split_model(chain):
-    spec = BackboneSpec.from_dict(chain.backbone_spec)
+def test_the_trained_backbone_is_one_object_cut_once(chain):
+    backbone = chain.backbone
 
-    split = rebuild_split(spec, chain.backbone_weights)
-
-    assert split.layer == "block3"
-    assert split.classifier.out_features == len(chain.seen_ids)
-    assert all(
-        isinstance(v, torch.Tensor) and v.device.type == "cpu"
-        for v in chain.backbone_weights.values()
-    )
-    assert not any(v.requires_grad for v in chain.backbone_weights.values())
+    assert isinstance(backbone, TrainedBackbone)
+    assert backbone.cut is backbone.cut  # built once, shared by every use
+    assert backbone.cut.layer == "block3"
+    assert backbone.cut.classifier.out_features == len(chain.seen_ids)
+    assert all(v.device.type == "cpu" and not v.requires_grad for v in backbone.state.values())
     x = torch.zeros(2, 3, 32, 32)
     with torch.no_grad():
-        logits = split.classifier(split.head(split.stem(x)))
+        logits = backbone.cut.classifier(backbone.cut.head(backbone.cut.stem(x)))
     assert logits.shape == (2, len(chain.seen_ids))
+    seen = backbone.seen_rows()
+    assert seen.class_ids.tolist() == chain.seen_ids
+    assert np.array_equal(seen.weight, backbone.state["fc.weight"].numpy())
 
 
-def test_split_table_has_both_roles_over_the_trainval_images(chain):
-    split, images = chain.backbone_split, chain.images
+def test_role_table_has_both_roles_over_the_trainval_images(chain):
+    roles, images = chain.backbone_roles, chain.images
 
-    assert list(split.columns) == ["image_id", "role"]
-    assert split["image_id"].dtype == np.int64
-    assert set(split["role"]) == {"train", "holdout"}
+    assert list(roles.columns) == ["image_id", "role"]
+    assert roles["image_id"].dtype == np.int64
+    assert set(roles["role"]) == {"train", "holdout"}
     trainval = images.loc[images["split"] == "trainval", "image_id"]
-    assert sorted(split["image_id"]) == sorted(trainval)
+    assert sorted(roles["image_id"]) == sorted(trainval)
     # stratified: round(0.15 * 8) = 1 holdout image per seen class
-    held = split[split["role"] == "holdout"].merge(images, on="image_id")
+    held = roles[roles["role"] == "holdout"].merge(images, on="image_id")
     assert held.groupby("class_id").size().to_dict() == {c: 1 for c in chain.seen_ids}
 
 
-def test_report_and_metrics_agree_with_the_split(chain):
-    report, metrics, split = chain.backbone_report, chain.backbone_metrics, chain.backbone_split
+def test_report_and_metrics_agree_with_the_roles(chain):
+    report, metrics, roles = chain.backbone_report, chain.backbone_metrics, chain.backbone_roles
 
     assert report["arch"] == "small_cnn"
     assert report["layer"] == "block3"
-    assert report["n_train_images"] == int((split["role"] == "train").sum())
-    assert report["n_holdout_images"] == int((split["role"] == "holdout").sum())
+    assert report["n_train_images"] == int((roles["role"] == "train").sum())
+    assert report["n_holdout_images"] == int((roles["role"] == "holdout").sum())
     assert 0.0 <= report["seen_accuracy_test"] <= 1.0
     assert 0.0 <= report["seen_accuracy_holdout"] <= 1.0
     assert [h["epoch"] for h in report["history"]] == [1, 2]
@@ -115,20 +114,20 @@ def test_bad_parameters_are_refused_naming_the_key_before_any_work(params_for, b
 # ------------------------------------------------------------------ determinism
 
 
-def test_same_seeds_give_identical_weights_and_split(chain, params_for, train_seeded):
+def test_same_seeds_give_identical_weights_and_roles(chain, params_for, train_seeded):
     """As in a Kedro run: the RuntimeHook seeds the global RNG, train.seed does the rest."""
-    weights, _, split, _, _ = train_seeded(chain.images, chain.classes, params_for("backbone"))
+    backbone, roles, _, _ = train_seeded(chain.images, chain.classes, params_for("backbone"))
 
-    assert weights.keys() == chain.backbone_weights.keys()
-    for name, value in weights.items():
-        assert torch.equal(value, chain.backbone_weights[name]), name
-    assert split.equals(chain.backbone_split)
+    assert backbone.state.keys() == chain.backbone.state.keys()
+    for name, value in backbone.state.items():
+        assert torch.equal(value, chain.backbone.state[name]), name
+    assert roles.equals(chain.backbone_roles)
 
 
 def test_train_seed_alone_makes_training_reproducible(chain, params_for, train_seeded):
     params = params_for("backbone")
 
-    first = train_seeded(chain.images, chain.classes, params, seed=1)[0]
-    second = train_seeded(chain.images, chain.classes, params, seed=2)[0]
+    first = train_seeded(chain.images, chain.classes, params, seed=1)[0].state
+    second = train_seeded(chain.images, chain.classes, params, seed=2)[0].state
 
     assert all(torch.equal(first[k], second[k]) for k in first)

@@ -5,17 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from niwt_pipeline.core.modelio import BackboneSpec, rebuild_split
 from niwt_pipeline.pipelines.backbone.pipeline import create_pipeline
 
 INPUTS = {"images", "classes", "params:backbone"}
-OUTPUTS = {
-    "backbone_weights",
-    "backbone_spec",
-    "backbone_split",
-    "backbone_report",
-    "backbone_metrics",
-}
+OUTPUTS = {"backbone", "backbone_roles", "backbone_report", "backbone_metrics"}
 
 
 def test_pipeline_contract():
@@ -44,21 +37,20 @@ def test_run_returns_every_output(outputs):
     assert set(outputs) == OUTPUTS
 
 
-def test_run_trains_a_backbone_that_rebuilds(outputs, chain):
-    spec = BackboneSpec.from_dict(outputs["backbone_spec"])
-    split = rebuild_split(spec, outputs["backbone_weights"])
+def test_run_trains_a_backbone_that_cuts(outputs, chain):
+    backbone = outputs["backbone"]
 
-    assert spec.seen_class_ids == chain.seen_ids
-    assert split.classifier.out_features == len(chain.seen_ids)
-    assert set(outputs["backbone_split"]["role"]) == {"train", "holdout"}
+    assert backbone.spec.seen_class_ids == chain.seen_ids
+    assert backbone.cut.classifier.out_features == len(chain.seen_ids)
+    assert set(outputs["backbone_roles"]["role"]) == {"train", "holdout"}
     assert outputs["backbone_report"]["n_train_images"] + outputs["backbone_report"][
         "n_holdout_images"
-    ] == len(outputs["backbone_split"])
+    ] == len(outputs["backbone_roles"])
     assert outputs["backbone_metrics"]["seen_accuracy"]["step"] == 0
 
 
 def test_run_equals_the_direct_node_call_with_the_same_seeds(outputs, chain):
-    assert outputs["backbone_spec"] == chain.backbone_spec
-    assert outputs["backbone_split"].equals(chain.backbone_split)
-    for name, value in chain.backbone_weights.items():
-        assert torch.equal(outputs["backbone_weights"][name], value), name
+    assert outputs["backbone"].spec == chain.backbone.spec
+    assert outputs["backbone_roles"].equals(chain.backbone_roles)
+    for name, value in chain.backbone.state.items():
+        assert torch.equal(outputs["backbone"].state[name], value), name

@@ -94,13 +94,23 @@ def upstream(
             **{name: _KeptMemoryDataset() for name in pipeline.all_outputs()},
         }
     )
-    for name, value in test_parameters.items():
+    for name, value in typed(test_parameters).items():
         catalog[f"params:{name}"] = value
     SequentialRunner().run(pipeline, catalog)
     return {name: catalog.load(name) for name in pipeline.all_outputs()}
 
 
+def typed(parameters: dict[str, Any]) -> dict[str, Any]:
+    """Every block as Kedro hands it to the nodes: its model where it has one."""
+    from niwt_pipeline.params import BLOCKS
+
+    return {
+        name: BLOCKS[name].model_validate(value) if name in BLOCKS else value
+        for name, value in parameters.items()
+    }
+
+
 @pytest.fixture(scope="session")
-def explanation_params(test_parameters) -> dict[str, Any]:
-    """``params:explanation`` as the project configures it."""
-    return test_parameters["explanation"]
+def explanation_params(test_parameters) -> Any:
+    """``params:explanation`` as the project configures it (the validated model)."""
+    return typed(test_parameters)["explanation"]

@@ -11,9 +11,11 @@ import pytest
 import torch
 
 from niwt_pipeline.core.errors import InputError
+from niwt_pipeline.core.gzsl import GZSLEvaluation, evaluate_methods
 from niwt_pipeline.core.metrics import calibrated_predictions
+from niwt_pipeline.core.rows import ClassRows, RowSet
+from niwt_pipeline.params import ExplanationParams
 from niwt_pipeline.pipelines.explanation.nodes import (
-    ExplanationParams,
     build_run_report,
     explain_predictions,
     name_neurons,
@@ -24,24 +26,46 @@ from niwt_pipeline.pipelines.explanation.nodes import (
 TEXT = re.compile(r"^predicted (\S+) because: (\S+), (\S+), (\S+)$")
 
 
+def _with(params: ExplanationParams, **updates) -> ExplanationParams:
+    """``params`` with some keys replaced, validated again (nested dicts merged)."""
+    values = params.model_dump()
+    for key, value in updates.items():
+        values[key] = {**values[key], **value} if isinstance(value, dict) else value
+    return ExplanationParams.model_validate(values)
+
+
 def _explain(upstream, params, **overrides):
     inputs = {
         name: upstream[name]
         for name in (
-            "image_outputs",
             "images",
             "classes",
             "domain_knowledge",
-            "backbone_weights",
-            "backbone_spec",
+            "backbone",
             "niwt_rows",
             "inverse_map_weights",
-            "test_scores",
-            "calibration",
+            "gzsl_evaluation",
         )
     }
     inputs.update(overrides)
-    return explain_predictions(**inputs, params=params)
+    return explain_predictions(**inputs, options=params)
+
+
+def _evaluation(evaluation: GZSLEvaluation, keep=None, niwt_gamma=None) -> GZSLEvaluation:
+    """The evaluation again, on the images of ``keep`` (a bool mask) and/or with another
+    gamma for ``niwt``."""
+    keep = np.ones(len(evaluation.image_ids), dtype=bool) if keep is None else keep
+    gammas = {m: r.gamma for m, r in evaluation.results.items()}
+    if niwt_gamma is not None:
+        gammas["niwt"] = niwt_gamma
+    return evaluate_methods(
+        {m: r.scores[keep] for m, r in evaluation.results.items()},
+        evaluation.image_ids[keep],
+        evaluation.labels[keep],
+        evaluation.class_ids,
+        evaluation.seen,
+        gammas,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -75,13 +99,13 @@ def test_params_reject_unknown_keys_and_bad_values():
 
 
 def test_base_parameters_are_the_defaults(explanation_params):
-    assert ExplanationParams(**explanation_params) == ExplanationParams()
+    assert explanation_params == ExplanationParams()
 
 
 # ---------------------------------------------------------------------------- neuron names
 def test_name_neurons_names_every_neuron_twice(upstream, named, explanation_params):
     table, markdown = named
-    k = explanation_params["top_k"]
+    k = explanation_params.top_k
     n_neurons = upstream["mapper_weights"]["linear.weight"].shape[0]
     assert list(table.columns) == ["source", "neuron", "rank", "dimension", "score"]
     assert table.groupby("source").size().to_dict() == {
@@ -114,18 +138,19 @@ def test_name_neurons_rejects_top_k_above_the_dimensions(upstream, explanation_p
             upstream["mapper_weights"],
             upstream["image_importance"],
             upstream["domain_knowledge"],
-            {**explanation_params, "top_k": 20},
+            _with(explanation_params, top_k=20),
         )
 
 
 # ---------------------------------------------------------------------------- textual
 def test_explain_predictions_explains_every_test_image(upstream, explained):
-    scores = upstream["test_scores"]
-    assert explained["image_id"].tolist() == scores["image_id"].tolist()
+    evaluation = upstream["gzsl_evaluation"]
+    assert explained["image_id"].tolist() == evaluation.image_ids.tolist()
     classes = upstream["classes"].sort_values("class_id")
-    gamma = upstream["calibration"]["methods"]["niwt"]["gamma"]
+    niwt = evaluation.results["niwt"]
+    assert niwt.gamma == upstream["validation_choice"]["methods"]["niwt"]["gamma"]
     expected = classes["class_id"].to_numpy()[
-        calibrated_predictions(scores["niwt"].numpy(), classes["seen"].to_numpy(), gamma)
+        calibrated_predictions(niwt.scores, classes["seen"].to_numpy(), niwt.gamma)
     ]
     assert explained["predicted_class_id"].tolist() == expected.tolist()
     assert (explained["correct"] == (explained["true_class_id"] == expected)).all()
@@ -141,16 +166,17 @@ def test_explain_predictions_explains_every_test_image(upstream, explained):
         assert row.score_1 >= row.score_2 >= row.score_3
 
 
-def _mixed_calibration(upstream) -> dict:
-    """A gamma at the median switch point: about half the test images predicted seen."""
-    scores = upstream["test_scores"]["niwt"].numpy()
-    seen = upstream["classes"].sort_values("class_id")["seen"].to_numpy()
+def _mixed_evaluation(upstream) -> GZSLEvaluation:
+    """NIWT's gamma at the median switch point: about half the test images predicted seen."""
+    evaluation = upstream["gzsl_evaluation"]
+    scores = evaluation.results["niwt"].scores.astype(np.float64)
+    seen = evaluation.seen
     gap = scores[:, seen].max(1) - scores[:, ~seen].max(1)
-    return {"methods": {"niwt": {"gamma": float(np.median(gap))}}}
+    return _evaluation(evaluation, niwt_gamma=float(np.median(gap)))
 
 
 def test_explain_predictions_explains_seen_and_unseen_predictions(upstream, explanation_params):
-    explained = _explain(upstream, explanation_params, calibration=_mixed_calibration(upstream))
+    explained = _explain(upstream, explanation_params, gzsl_evaluation=_mixed_evaluation(upstream))
     assert (~explained["predicted_seen"]).any() and explained["predicted_seen"].any()
     assert set(explained["split"]) == {"test_seen", "test_unseen"}
     assert (explained["true_seen"] == (explained["split"] == "test_seen")).all()
@@ -159,7 +185,7 @@ def test_explain_predictions_explains_seen_and_unseen_predictions(upstream, expl
 
 
 def test_explain_predictions_max_images_takes_a_seeded_sample(upstream, explanation_params):
-    params = {**explanation_params, "max_images": 5}
+    params = _with(explanation_params, max_images=5)
     first = _explain(upstream, params)
     assert len(first) == 5
     assert first["image_id"].tolist() == _explain(upstream, params)["image_id"].tolist()
@@ -167,7 +193,7 @@ def test_explain_predictions_max_images_takes_a_seeded_sample(upstream, explanat
 
 def test_explain_predictions_names_a_missing_image_file(upstream, explanation_params, tmp_path):
     images = upstream["images"].copy()
-    test_id = int(upstream["test_scores"]["image_id"][3])
+    test_id = int(upstream["gzsl_evaluation"].image_ids[3])
     gone = str(tmp_path / "moved" / "gone.png")
     images.loc[images["image_id"] == test_id, "path"] = gone
     with pytest.raises(InputError, match=re.escape(gone) + ": image file not found"):
@@ -175,15 +201,15 @@ def test_explain_predictions_names_a_missing_image_file(upstream, explanation_pa
 
 
 def test_explain_predictions_needs_a_row_for_every_class(upstream, explanation_params):
-    rows = dict(upstream["niwt_rows"])
-    rows["unseen_class_id"] = rows["unseen_class_id"][:0]
-    rows["unseen_weight"] = rows["unseen_weight"][:0]
+    niwt = upstream["niwt_rows"]["niwt"]
+    rows = RowSet(upstream["niwt_rows"])
+    rows["niwt"] = ClassRows("niwt", niwt.class_ids[:0], niwt.weight[:0], niwt.bias[:0])
     with pytest.raises(InputError, match="no classifier row for class id"):
         _explain(
             upstream,
             explanation_params,
             niwt_rows=rows,
-            calibration=_mixed_calibration(upstream),
+            gzsl_evaluation=_mixed_evaluation(upstream),
         )
 
 
@@ -192,8 +218,7 @@ def _visualise(upstream, explained, params):
     return visualise_explanations(
         explained,
         upstream["classes"],
-        upstream["backbone_weights"],
-        upstream["backbone_spec"],
+        upstream["backbone"],
         upstream["niwt_rows"],
         params,
     )
@@ -202,9 +227,9 @@ def _visualise(upstream, explained, params):
 def test_visualise_explanations_maps_a_few_images_per_class(
     upstream, explained, explanation_params
 ):
-    params = {**explanation_params, "visual": {"images_per_class": 2, "max_classes": 3}}
+    params = _with(explanation_params, visual={"images_per_class": 2, "max_classes": 3})
     examples, figure = _visualise(upstream, explained, params)
-    side = upstream["backbone_spec"]["image_size"]
+    side = upstream["backbone"].spec.image_size
     n = len(examples["image_id"])
     assert n == 6
     for key in ("original", "cam_predicted", "cam_true"):
@@ -221,7 +246,7 @@ def test_visualise_explanations_skips_a_class_without_test_images(
     caplog.set_level(logging.INFO)
     unseen = upstream["classes"].loc[~upstream["classes"]["seen"]]
     dropped = int(unseen["class_id"].iloc[0])
-    params = {**explanation_params, "visual": {"images_per_class": 1, "max_classes": 2}}
+    params = _with(explanation_params, visual={"images_per_class": 1, "max_classes": 2})
     examples, _ = _visualise(upstream, explained[explained["true_class_id"] != dropped], params)
     name = unseen["name"].iloc[0]
     assert f"class {name} has no test images to explain: skipped" in caplog.text
@@ -243,10 +268,10 @@ def _score(upstream, named, explained, params, **overrides):
         "textual_explanations": explained,
         "image_attributes": upstream["image_attributes"],
         "domain_knowledge": upstream["domain_knowledge"],
-        "calibration": upstream["calibration"],
+        "validation_choice": upstream["validation_choice"],
     }
     inputs.update(overrides)
-    return score_explanations(**inputs, params=params)
+    return score_explanations(**inputs, options=params)
 
 
 def test_score_explanations_against_the_true_image_attributes(
@@ -317,12 +342,9 @@ def test_explain_predictions_notes_classes_without_test_images(
     upstream, explanation_params, caplog
 ):
     caplog.set_level(logging.INFO)
-    scores = upstream["test_scores"]
-    images = upstream["images"].set_index("image_id")
-    first_class = images.loc[scores["image_id"].numpy(), "class_id"].to_numpy() == 0
-    keep = torch.as_tensor(~first_class)
-    fewer = {key: value[keep] for key, value in scores.items()}
-    explained = _explain(upstream, explanation_params, test_scores=fewer)
+    evaluation = upstream["gzsl_evaluation"]
+    fewer = _evaluation(evaluation, keep=evaluation.labels != 0)
+    explained = _explain(upstream, explanation_params, gzsl_evaluation=fewer)
     assert 0 not in explained["true_class_id"].tolist()
     name = upstream["classes"].set_index("class_id").loc[0, "name"]
     assert f"1 class(es) without test images to explain, skipped: {name}" in caplog.text
@@ -351,9 +373,7 @@ def test_build_run_report_is_one_self_contained_page(
     page = build_run_report(
         upstream["ingestion_summary"],
         upstream["gzsl_metrics"],
-        upstream["test_scores"],
-        upstream["calibration"],
-        upstream["images"],
+        upstream["gzsl_evaluation"],
         upstream["classes"],
         explained,
         examples,

@@ -43,7 +43,7 @@ def test_pipeline_reads_only_persisted_upstream_outputs(upstream):
 
 def test_pipeline_explains_every_test_image(upstream, outputs):
     explained = outputs["textual_explanations"]
-    assert explained["image_id"].tolist() == upstream["test_scores"]["image_id"].tolist()
+    assert explained["image_id"].tolist() == upstream["gzsl_evaluation"].image_ids.tolist()
     metrics = outputs["explanation_metrics"]
     assert metrics["textual"]["n_images_explained"] == len(explained)
     assert metrics["textual"]["source_of_truth"] == "image_attributes"

@@ -1,4 +1,4 @@
-"""The report library (``niwt_pipeline.core.report``): exact values on hand-made inputs."""
+"""The report package (``niwt_pipeline.core.report``): exact values on hand-made inputs."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from niwt_pipeline.core import report
+from niwt_pipeline.core.gzsl import GZSLEvaluation, evaluate_methods
 from niwt_pipeline.core.report import (
     ExampleRow,
     ReportInputs,
@@ -42,6 +43,18 @@ SCORES = np.array(
     ]
 )
 LABELS = np.array([0, 1, 1, 2])
+
+
+def _evaluation(scores: dict[str, np.ndarray], gammas: dict[str, float]) -> GZSLEvaluation:
+    """The GZSL evaluation of ``scores`` on the four images above."""
+    return evaluate_methods(
+        scores,
+        np.arange(len(LABELS)),
+        LABELS,
+        CLASSES["class_id"].to_numpy(),
+        CLASSES["seen"].to_numpy(),
+        gammas,
+    )
 
 
 def _names() -> pd.DataFrame:
@@ -97,7 +110,7 @@ def test_html_table_escapes_and_formats():
 
 def test_gzsl_views_per_class_accuracy_is_exact():
     views = gzsl_views(
-        {"niwt": SCORES, "eszsl": SCORES}, LABELS, CLASSES, {"niwt": 0.0, "eszsl": 1.5}
+        _evaluation({"niwt": SCORES, "eszsl": SCORES}, {"niwt": 0.0, "eszsl": 1.5}), CLASSES
     )
     table = views.per_class.set_index("class_id")
     assert table["n_test_images"].tolist() == [1, 2, 1, 0]
@@ -107,6 +120,26 @@ def test_gzsl_views_per_class_accuracy_is_exact():
     assert views.classes_without_images == ["okapi"]
     for figure in (views.curve_figure, views.confusion_figure, views.accuracy_figure):
         assert isinstance(figure, Figure)
+
+
+def test_gzsl_views_draws_the_evaluation_without_recomputing():
+    evaluation = _evaluation({"niwt": SCORES, "eszsl": SCORES}, {"niwt": 0.0, "eszsl": 1.5})
+    eszsl = evaluation.results["eszsl"]
+    eszsl.metrics["S_calibrated"], eszsl.metrics["U_calibrated"] = 0.25, 0.75
+    eszsl.predicted = np.array([3, 3, 3, 3])  # every image -> okapi
+    eszsl.per_class_accuracy = np.array([0.1, 0.2, 0.3, math.nan])
+    views = gzsl_views(evaluation, CLASSES, confusion_method="eszsl")
+    legend = [t.get_text() for t in views.curve_figure.axes[0].get_legend().get_texts()]
+    assert "ESZSL: S 25.0, U 75.0" in legend
+    assert views.per_class["eszsl"].tolist()[:3] == pytest.approx([10.0, 20.0, 30.0])
+    # seen first (cat, dog), then unseen (<zebra>, okapi); rows normalised
+    drawn = np.asarray(views.confusion_figure.axes[0].images[0].get_array())
+    np.testing.assert_array_equal(drawn[:3, 3], 1.0)
+    assert drawn.sum() == 3.0  # okapi has no images
+    with pytest.raises(KeyError, match="confusion_method"):
+        gzsl_views(evaluation, CLASSES, confusion_method="absent")
+    with pytest.raises(KeyError, match="no name"):
+        gzsl_views(evaluation, CLASSES.iloc[1:])
 
 
 def test_neuron_names_wide_and_markdown():
@@ -133,7 +166,7 @@ def test_explanation_grid_lays_out_three_maps_and_the_text():
 
 @pytest.fixture
 def page() -> str:
-    views = gzsl_views({"niwt": SCORES}, LABELS, CLASSES, {"niwt": 0.0})
+    views = gzsl_views(_evaluation({"niwt": SCORES}, {"niwt": 0.0}), CLASSES)
     metrics = {
         "top_k": 3,
         "neuron_names": {"agreement": 0.5, "random_baseline": 0.2, "top_k": 2, "n_neurons": 2},

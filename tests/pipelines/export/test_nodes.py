@@ -21,8 +21,7 @@ def arrays(chain) -> dict:
         chain.images,
         chain.classes,
         chain.domain_knowledge,
-        chain.backbone_weights,
-        chain.backbone_spec,
+        chain.backbone,
     )
 
 
@@ -98,6 +97,5 @@ def test_outputs_of_unknown_images_fail(chain):
             chain.images,
             chain.classes,
             chain.domain_knowledge,
-            chain.backbone_weights,
-            chain.backbone_spec,
+            chain.backbone,
         )

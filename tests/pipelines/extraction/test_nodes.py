@@ -9,9 +9,11 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from niwt_pipeline.core.backbones.spec import BackboneSpec
 from niwt_pipeline.core.errors import InputError
-from niwt_pipeline.core.modelio import BackboneSpec, image_loader, rebuild_model
+from niwt_pipeline.core.imageset import image_loader
 from niwt_pipeline.core.shards import ShardStore
+from niwt_pipeline.core.trained import TrainedBackbone
 from niwt_pipeline.pipelines.extraction.nodes import extract_image_outputs
 
 K = 128  # channels of small_cnn's block3
@@ -46,8 +48,8 @@ def test_predicted_is_the_argmax_of_the_logits(chain):
 
 
 def test_logits_are_those_of_the_rebuilt_backbone(chain):
-    spec = BackboneSpec.from_dict(chain.backbone_spec)
-    model = rebuild_model(spec, chain.backbone_weights)
+    spec = chain.backbone.spec
+    model = TrainedBackbone(spec, chain.backbone.state).model
     first = chain.images.iloc[:8]
     batch = next(iter(image_loader(first, spec, batch_size=8)))[0]
 
@@ -67,7 +69,7 @@ def test_importance_gt_is_nan_exactly_for_unseen_class_images(chain):
 
 def test_importance_pred_is_finite_and_equals_gt_where_the_prediction_is_right(chain):
     out = chain.image_outputs
-    label = {cid: j for j, cid in enumerate(chain.backbone_spec["seen_class_ids"])}
+    label = {cid: j for j, cid in enumerate(chain.backbone.spec.seen_class_ids)}
     target = chain.images["class_id"].map(lambda c: label.get(int(c), -1)).to_numpy()
     right = out["predicted"].numpy() == target
     wrong_seen = ~right & (target >= 0)
@@ -83,8 +85,7 @@ def test_rows_follow_a_shuffled_subset_and_gt_only_skips_pred(chain, params_for)
     subset = chain.images.sample(n=10, random_state=0)
 
     out = extract_image_outputs(
-        chain.backbone_weights,
-        chain.backbone_spec,
+        chain.backbone,
         subset,
         params_for("extraction", {"targets": "gt", "batch_size": 4}),
     )
@@ -105,17 +106,22 @@ def test_rows_follow_a_shuffled_subset_and_gt_only_skips_pred(chain, params_for)
 
 
 def test_weights_missing_a_tensor_are_refused(chain, params_for):
-    weights = {k: v for k, v in chain.backbone_weights.items() if k != "fc.bias"}
+    weights = {k: v for k, v in chain.backbone.state.items() if k != "fc.bias"}
+    backbone = TrainedBackbone(chain.backbone.spec, weights)
 
     with pytest.raises(InputError, match=r"do not fit arch 'small_cnn'.*fc\.bias"):
-        extract_image_outputs(weights, chain.backbone_spec, chain.images, params_for("extraction"))
+        extract_image_outputs(backbone, chain.images, params_for("extraction"))
 
 
 def test_weights_of_another_class_count_are_an_input_error(chain, params_for):
-    spec = dict(chain.backbone_spec, seen_class_ids=chain.seen_ids[:3])
+    spec = BackboneSpec.from_dict(
+        dict(chain.backbone.spec.to_dict(), seen_class_ids=chain.seen_ids[:3])
+    )
 
     with pytest.raises(InputError, match=r"do not fit"):
-        extract_image_outputs(chain.backbone_weights, spec, chain.images, params_for("extraction"))
+        extract_image_outputs(
+            TrainedBackbone(spec, chain.backbone.state), chain.images, params_for("extraction")
+        )
 
 
 @pytest.mark.parametrize(
@@ -133,7 +139,7 @@ def test_weights_of_another_class_count_are_an_input_error(chain, params_for):
 )
 def test_bad_parameters_are_refused_naming_the_key_before_any_work(params_for, bad, key):
     with pytest.raises((ValidationError, InputError), match=key):
-        extract_image_outputs(None, None, None, params_for("extraction", bad))
+        extract_image_outputs(None, None, params_for("extraction", bad))
 
 
 def test_sharded_extraction_is_identical_and_a_rerun_computes_nothing(
@@ -143,14 +149,10 @@ def test_sharded_extraction_is_identical_and_a_rerun_computes_nothing(
     params = params_for("extraction", {"shard_size": 32})  # 80 images: 32 + 32 + 16
     caplog.set_level(logging.INFO, logger="niwt_pipeline.core.shards")
 
-    first = extract_image_outputs(
-        chain.backbone_weights, chain.backbone_spec, chain.images, params, store
-    )
+    first = extract_image_outputs(chain.backbone, chain.images, params, store)
     assert store.names() == ["shard-00000", "shard-00001", "shard-00002"]
     caplog.clear()
-    second = extract_image_outputs(
-        chain.backbone_weights, chain.backbone_spec, chain.images, params, store
-    )
+    second = extract_image_outputs(chain.backbone, chain.images, params, store)
 
     assert_identical(first, chain.image_outputs)
     assert_identical(second, chain.image_outputs)
@@ -166,13 +168,11 @@ def test_a_failed_sharded_run_resumes_with_the_failed_shard_only(
     broken.loc[70, "path"] = str(tmp_path / "missing.png")  # in the third shard
 
     with pytest.raises(InputError):
-        extract_image_outputs(chain.backbone_weights, chain.backbone_spec, broken, params, store)
+        extract_image_outputs(chain.backbone, broken, params, store)
     assert store.names() == ["shard-00000", "shard-00001"]
     caplog.set_level(logging.INFO, logger="niwt_pipeline.core.shards")
     caplog.clear()
-    resumed = extract_image_outputs(
-        chain.backbone_weights, chain.backbone_spec, chain.images, params, store
-    )
+    resumed = extract_image_outputs(chain.backbone, chain.images, params, store)
 
     assert caplog.text.count("skipped (done)") == 2
     assert caplog.text.count("computed in") == 1 and "shard 3/3" in caplog.text
@@ -181,15 +181,13 @@ def test_a_failed_sharded_run_resumes_with_the_failed_shard_only(
 
 def test_changed_settings_make_every_shard_stale(chain, params_for, tmp_path, caplog):
     store = ShardStore(tmp_path / "shards")
-    weights, spec, images = chain.backbone_weights, chain.backbone_spec, chain.images
-    extract_image_outputs(
-        weights, spec, images, params_for("extraction", {"shard_size": 32}), store
-    )
+    backbone, images = chain.backbone, chain.images
+    extract_image_outputs(backbone, images, params_for("extraction", {"shard_size": 32}), store)
     caplog.set_level(logging.INFO, logger="niwt_pipeline.core.shards")
     caplog.clear()
 
     gt_only = params_for("extraction", {"shard_size": 32, "targets": "gt"})
-    out = extract_image_outputs(weights, spec, images, gt_only, store)
+    out = extract_image_outputs(backbone, images, gt_only, store)
 
     assert caplog.text.count("computed in") == 3 and "skipped (done)" not in caplog.text
     assert "importance_pred" not in out
@@ -198,8 +196,7 @@ def test_changed_settings_make_every_shard_stale(chain, params_for, tmp_path, ca
 def test_shard_size_without_a_store_is_refused(chain, params_for):
     with pytest.raises(InputError, match="image_output_shards"):
         extract_image_outputs(
-            chain.backbone_weights,
-            chain.backbone_spec,
+            chain.backbone,
             chain.images,
             params_for("extraction", {"shard_size": 32}),
         )
@@ -207,8 +204,7 @@ def test_shard_size_without_a_store_is_refused(chain, params_for):
 
 def test_decoding_workers_do_not_change_the_outputs(chain, params_for):
     out = extract_image_outputs(
-        chain.backbone_weights,
-        chain.backbone_spec,
+        chain.backbone,
         chain.images,
         params_for("extraction", {"num_workers": 2}),
     )

@@ -15,13 +15,7 @@ from niwt_pipeline.core.shards import ShardStore
 from niwt_pipeline.datasets import SafetensorsDataset, ShardStoreDataset
 from niwt_pipeline.pipelines.extraction.pipeline import create_pipeline
 
-INPUTS = {
-    "backbone_weights",
-    "backbone_spec",
-    "images",
-    "params:extraction",
-    "image_output_shards",
-}
+INPUTS = {"backbone", "images", "params:extraction", "image_output_shards"}
 OUTPUTS = {"image_outputs"}
 
 
@@ -43,8 +37,7 @@ def outputs(run_pipeline, chain, params_for, shard_root):
     return run_pipeline(
         create_pipeline(),
         {
-            "backbone_weights": chain.backbone_weights,
-            "backbone_spec": chain.backbone_spec,
+            "backbone": chain.backbone,
             "images": chain.images,
             "params:extraction": params_for("extraction"),
             "image_output_shards": ShardStore(shard_root),
@@ -77,8 +70,7 @@ def test_sharded_run_on_a_file_catalog_resumes_and_equals_the_unsharded_one(
     def catalog() -> DataCatalog:
         return DataCatalog(
             datasets={
-                "backbone_weights": MemoryDataset(chain.backbone_weights, copy_mode="assign"),
-                "backbone_spec": MemoryDataset(chain.backbone_spec, copy_mode="assign"),
+                "backbone": MemoryDataset(chain.backbone, copy_mode="assign"),
                 "images": MemoryDataset(chain.images, copy_mode="copy"),
                 "params:extraction": MemoryDataset(params_for("extraction", {"shard_size": 32})),
                 "image_output_shards": ShardStoreDataset(path=str(root / "image_output_shards")),

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 import torch
 
-from niwt_pipeline.pipelines.importance.nodes import build_importance_tables, channel_columns
+from niwt_pipeline.core.importance import channel_columns
+from niwt_pipeline.pipelines.importance.nodes import build_importance_tables
 
 K = 128
 

@@ -9,8 +9,8 @@ import torch
 from pydantic import ValidationError
 
 from niwt_pipeline.core.errors import InputError
+from niwt_pipeline.core.importance import channel_columns
 from niwt_pipeline.core.mapper import InverseMap, LinearMapper
-from niwt_pipeline.pipelines.importance.nodes import channel_columns
 from niwt_pipeline.pipelines.mapping.nodes import fit_importance_mapper, fit_inverse_mapper
 
 K = 128
@@ -20,32 +20,25 @@ def _dk(chain) -> np.ndarray:
     return chain.domain_knowledge.drop(columns=["class_id", "name"]).to_numpy(np.float32)
 
 
-def test_predicted_importance_has_a_final_row_per_class(chain):
+def test_predicted_importance_has_one_row_per_class(chain):
     predicted = chain.predicted_importance
-    final = predicted[predicted["role"] == "final"]
 
-    assert list(predicted.columns) == ["class_id", "name", "seen", "role", *channel_columns(K)]
+    assert list(predicted.columns) == ["class_id", "name", "seen", *channel_columns(K)]
     assert predicted["class_id"].dtype == np.int64
     assert predicted["seen"].dtype == bool
-    assert final["class_id"].tolist() == chain.classes["class_id"].tolist()
-    assert final["name"].tolist() == chain.classes["name"].tolist()
-    assert final["seen"].tolist() == chain.classes["seen"].tolist()
+    assert predicted["class_id"].tolist() == chain.classes["class_id"].tolist()
+    assert predicted["name"].tolist() == chain.classes["name"].tolist()
+    assert predicted["seen"].tolist() == chain.classes["seen"].tolist()
     assert np.isfinite(predicted[channel_columns(K)].to_numpy()).all()
 
 
-def test_only_final_rows_one_per_class(chain):
-    assert set(chain.predicted_importance["role"]) == {"final"}
-    assert len(chain.predicted_importance) == len(chain.classes)
-
-
-def test_final_rows_are_the_saved_mapper_applied_to_the_domain_knowledge(chain):
-    predicted = chain.predicted_importance
-    final = predicted[predicted["role"] == "final"][channel_columns(K)].to_numpy()
+def test_predictions_are_the_saved_mapper_applied_to_the_domain_knowledge(chain):
+    predicted = chain.predicted_importance[channel_columns(K)].to_numpy()
     dk = _dk(chain)
-    mapper = LinearMapper(dk.shape[1], K)
-    mapper.load_state_dict(chain.mapper_weights)
+    mapper = LinearMapper.from_state(chain.mapper_weights)
 
-    np.testing.assert_allclose(final, mapper.predict(dk).numpy(), rtol=1e-5, atol=1e-6)
+    assert (mapper.n_in, mapper.n_out) == (dk.shape[1], K)
+    np.testing.assert_allclose(predicted, mapper.predict(dk).numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_report_and_metrics_keys(chain):

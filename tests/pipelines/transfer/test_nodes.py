@@ -1,38 +1,52 @@
-"""Transfer nodes: reference cache, NIWT rows, baselines, GZSL scoring and the report."""
+"""Transfer nodes: reference cache, NIWT rows, baselines, the GZSL evaluation and the report."""
 
 from __future__ import annotations
 
 import math
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pytest
 import torch
 from matplotlib.figure import Figure
 from pydantic import ValidationError
+from tests.helpers import METRIC_KEYS
 
+from niwt_pipeline.core.backbones.spec import BackboneSpec
 from niwt_pipeline.core.errors import InputError
+from niwt_pipeline.core.gzsl import GZSLEvaluation
+from niwt_pipeline.core.methods import METHODS
+from niwt_pipeline.core.rows import ClassRows, RowSet
+from niwt_pipeline.core.selection import fuse_scores
+from niwt_pipeline.core.trained import TrainedBackbone
+from niwt_pipeline.core.transfer import ReferenceCache
 from niwt_pipeline.pipelines.transfer.nodes import (
-    METHODS,
     cache_reference,
-    fit_baselines,
+    evaluate_gzsl,
+    fit_baseline_models,
     report_gzsl,
-    score_methods,
     transfer_niwt_rows,
 )
 
 K, D = 128, 128  # small_cnn: block3 channels, penultimate width
 N_REFERENCE = 32  # reference.max_images of the tiny parameters (48 seen trainval images)
-METHOD_KEYS = {"S", "U", "H", "zsl_top1", "ausuc", "H_calibrated", "gamma"}
+METHOD_KEYS = set(METRIC_KEYS)
 
 
-def _permuted(chain, order):
+def _permuted(chain, order) -> TrainedBackbone:
     """The same network with its classifier rows (and seen_class_ids) in another order."""
-    weights = dict(chain.backbone_weights)
-    weights["fc.weight"] = weights["fc.weight"][order]
-    weights["fc.bias"] = weights["fc.bias"][order]
-    spec = dict(chain.backbone_spec)
+    state = dict(chain.backbone.state)
+    state["fc.weight"] = state["fc.weight"][order]
+    state["fc.bias"] = state["fc.bias"][order]
+    spec = chain.backbone.spec.to_dict()
     spec["seen_class_ids"] = [spec["seen_class_ids"][i] for i in order]
-    return weights, spec
+    return TrainedBackbone(BackboneSpec.from_dict(spec), state)
+
+
+def _test_positions(chain) -> list[int]:
+    """Rows of ``image_outputs`` of the evaluated test images, in the evaluation's order."""
+    position = {int(i): r for r, i in enumerate(chain.image_outputs["image_id"].tolist())}
+    return [position[int(i)] for i in chain.gzsl_evaluation.image_ids]
 
 
 # ------------------------------------------------------------------ cache_reference
@@ -41,18 +55,18 @@ def _permuted(chain, order):
 def test_reference_cache_is_the_gram_tensor_within_the_budget(chain):
     cache = chain.reference_cache
 
-    assert set(cache) == {"gram"}
-    assert cache["gram"].shape == (N_REFERENCE, K, D)
-    assert torch.isfinite(cache["gram"]).all()
+    assert isinstance(cache, ReferenceCache) and cache.activations is None
+    assert cache.gram.shape == (N_REFERENCE, K, D)
+    assert torch.isfinite(cache.gram).all()
 
 
 def test_reference_cache_falls_back_to_activations_over_the_budget(chain, params_for):
     params = params_for("transfer", {"reference": {"gram_memory_budget_mb": 0}})
 
-    cache = cache_reference(chain.backbone_weights, chain.backbone_spec, chain.images, params)
+    cache = cache_reference(chain.backbone, chain.images, params)
 
-    assert set(cache) == {"activations"}
-    assert cache["activations"].shape == (N_REFERENCE, K, 4, 4)  # 32 px after three 2x2 pools
+    assert cache.gram is None
+    assert cache.activations.shape == (N_REFERENCE, K, 4, 4)  # 32 px after three 2x2 pools
 
 
 def test_reference_folder_that_does_not_exist_is_named(chain, params_for, tmp_path):
@@ -60,7 +74,7 @@ def test_reference_folder_that_does_not_exist_is_named(chain, params_for, tmp_pa
     params = params_for("transfer", {"reference": {"images": str(missing)}})
 
     with pytest.raises(InputError, match=r"no_such_folder: reference image folder not found"):
-        cache_reference(chain.backbone_weights, chain.backbone_spec, chain.images, params)
+        cache_reference(chain.backbone, chain.images, params)
 
 
 # ------------------------------------------------------------------ transfer_niwt_rows
@@ -70,9 +84,8 @@ def _transfer(chain, params, cache=None, choice=None, predicted=None):
     return transfer_niwt_rows(
         chain.reference_cache if cache is None else cache,
         chain.predicted_importance if predicted is None else predicted,
-        chain.backbone_weights,
-        chain.backbone_spec,
-        chain.baseline_models,
+        chain.backbone,
+        chain.baseline_rows,
         chain.validation_choice if choice is None else choice,
         params,
     )
@@ -82,28 +95,26 @@ def test_niwt_rows_cover_the_unseen_classes_for_both_variants(chain):
     rows = chain.niwt_rows
     n_unseen = len(chain.unseen_ids)
 
-    assert set(rows) == {
-        "unseen_class_id",
-        *(f"{v}_{k}" for v in ("unseen", "tuned") for k in ("weight", "bias")),
-    }
-    assert rows["unseen_class_id"].tolist() == chain.unseen_ids
-    for variant in ("unseen", "tuned"):
-        assert rows[f"{variant}_weight"].shape == (n_unseen, D)
-        assert rows[f"{variant}_bias"].shape == (n_unseen,)
-    assert all(torch.isfinite(v).all() for v in rows.values())
+    assert isinstance(rows, RowSet) and list(rows) == ["niwt", "niwt_tuned"]
+    for method, value in rows.items():
+        assert value.method == method
+        assert value.class_ids.tolist() == chain.unseen_ids
+        assert value.weight.shape == (n_unseen, D) and value.weight.dtype == np.float32
+        assert value.bias.shape == (n_unseen,)
+        assert np.isfinite(value.weight).all() and np.isfinite(value.bias).all()
 
 
 def test_transfer_report_describes_both_variants(chain):
     report = chain.transfer_report
 
-    assert {"config", "tuned_variant", "reference", "unseen", "tuned"} <= set(report)
-    assert report["tuned_variant"] == chain.validation_choice["niwt_tuned"]
+    assert {"config", "niwt_tuned_variant", "reference_images", "niwt", "niwt_tuned"} <= set(report)
+    assert report["niwt_tuned_variant"] == chain.validation_choice["niwt_tuned"]
     assert report["config"]["max_steps"] == 20
-    assert 1 <= report["unseen"]["steps"] <= 20
-    for part in ("unseen", "tuned"):
-        assert report[part]["method"] == "gram"
-        assert math.isfinite(report[part]["best_loss"])
-        assert report[part]["row_norm_ratio"] > 0
+    assert 1 <= report["niwt"]["steps"] <= 20
+    for method in ("niwt", "niwt_tuned"):
+        assert report[method]["method"] == "gram"
+        assert math.isfinite(report[method]["best_loss"])
+        assert report[method]["row_norm_ratio"] > 0
 
 
 def test_tuned_rows_follow_the_validated_variant(chain, params_for):
@@ -114,35 +125,37 @@ def test_tuned_rows_follow_the_validated_variant(chain, params_for):
     ls_rows, ls_report = _transfer(chain, params, choice=ls)
     ridge_rows, _ = _transfer(chain, params, choice=ridge)
 
-    assert ls_report["tuned"]["stopped_reason"] == "closed_form"
-    assert torch.equal(ls_rows["unseen_weight"], chain.niwt_rows["unseen_weight"])
+    assert ls_report["niwt_tuned"]["stopped_reason"] == "closed_form"
+    assert np.array_equal(ls_rows["niwt"].weight, chain.niwt_rows["niwt"].weight)
     # one step from the ridge rows, then rescaled to the seen rows' mean norm
-    start = chain.baseline_models["ridge_weight"].float()
-    seen_norm = chain.backbone_weights["fc.weight"].norm(dim=1).mean()
+    start = torch.as_tensor(chain.baseline_rows["weight_regression"].weight).float()
+    seen_norm = chain.backbone.state["fc.weight"].norm(dim=1).mean()
     torch.testing.assert_close(
-        ridge_rows["tuned_weight"], start * seen_norm / start.norm(dim=1, keepdim=True)
+        torch.as_tensor(ridge_rows["niwt_tuned"].weight),
+        start * seen_norm / start.norm(dim=1, keepdim=True),
     )
 
 
 def test_transfer_is_deterministic(chain, params_for):
     rows, _ = _transfer(chain, params_for("transfer"))
 
-    assert rows.keys() == chain.niwt_rows.keys()
-    for name, value in chain.niwt_rows.items():
-        assert torch.equal(rows[name], value), name
+    assert list(rows) == list(chain.niwt_rows)
+    for method, value in chain.niwt_rows.items():
+        assert np.array_equal(rows[method].weight, value.weight), method
+        assert np.array_equal(rows[method].bias, value.bias), method
 
 
 def test_transfer_from_activations_matches_transfer_from_the_gram_tensor(chain, params_for):
     params = params_for(
         "transfer", {"reference": {"gram_memory_budget_mb": 0}, "niwt": {"method": "head"}}
     )
-    cache = cache_reference(chain.backbone_weights, chain.backbone_spec, chain.images, params)
+    cache = cache_reference(chain.backbone, chain.images, params)
 
     rows, report = _transfer(chain, params, cache=cache)
 
-    assert report["unseen"]["method"] == report["tuned"]["method"] == "head"
-    for name, value in chain.niwt_rows.items():
-        torch.testing.assert_close(rows[name], value, rtol=1e-3, atol=1e-4, msg=name)
+    assert report["niwt"]["method"] == report["niwt_tuned"]["method"] == "head"
+    for method, value in chain.niwt_rows.items():
+        np.testing.assert_allclose(rows[method].weight, value.weight, rtol=1e-3, atol=1e-4)
 
 
 def test_predicted_importance_of_another_width_is_refused(chain, params_for):
@@ -152,6 +165,30 @@ def test_predicted_importance_of_another_width_is_refused(chain, params_for):
         _transfer(chain, params_for("transfer"), predicted=narrow)
 
 
+def test_rows_need_a_ridge_row_for_every_new_class(chain, params_for):
+    ridge = chain.baseline_rows["weight_regression"]
+    short = RowSet(
+        {
+            "weight_regression": ClassRows(
+                "weight_regression", ridge.class_ids[:-1], ridge.weight[:-1], ridge.bias[:-1]
+            )
+        }
+    )
+    choice = {"niwt_tuned": {"init": "ridge", "max_steps": 1, "fusion": 0.0}}
+
+    with pytest.raises(
+        InputError, match=rf"no classifier row for class id\(s\) \[{ridge.class_ids[-1]}\]"
+    ):
+        transfer_niwt_rows(
+            chain.reference_cache,
+            chain.predicted_importance,
+            chain.backbone,
+            short,
+            choice,
+            params_for("transfer"),
+        )
+
+
 @pytest.mark.parametrize(
     ("bad", "key"),
     [
@@ -159,151 +196,158 @@ def test_predicted_importance_of_another_width_is_refused(chain, params_for):
         ({"niwt": {"learning_rate": 0.1}}, r"learning_rate"),
         ({"refrence": {}}, r"refrence"),
         ({"baselines": {"ridge_alpha": "big"}}, r"ridge_alpha"),
-        pytest.param(
-            {"reference": {"batch_size": 0}},
-            r"batch_size",
-        ),
-        pytest.param(
-            {"reference": {"max_images": 0}},
-            r"max_images",
-        ),
-        pytest.param(
-            {"baselines": {"ridge_alpha": -1.0}},
-            r"ridge_alpha",
-        ),
+        ({"reference": {"batch_size": 0}}, r"batch_size"),
+        ({"reference": {"max_images": 0}}, r"max_images"),
+        ({"reference": {"gram_memory_budget_mb": -1}}, r"gram_memory_budget_mb"),
+        ({"baselines": {"ridge_alpha": -1.0}}, r"ridge_alpha"),
+        ({"baselines": {"eszsl_gamma": 0.0}}, r"eszsl_gamma"),
     ],
 )
 def test_bad_parameters_are_refused_naming_the_key_before_any_work(params_for, bad, key):
-    with pytest.raises((ValidationError, InputError), match=key):
-        transfer_niwt_rows(None, None, None, None, None, None, params_for("transfer", bad))
+    with pytest.raises(ValidationError, match=key):
+        params_for("transfer", bad)
 
 
-# ------------------------------------------------------------------ fit_baselines
+# ------------------------------------------------------------------ fit_baseline_models
 
 
 def test_baselines_have_ridge_rows_and_eszsl(chain):
-    models, report = chain.baseline_models, chain.baseline_report
+    rows, eszsl, report = chain.baseline_rows, chain.eszsl_model, chain.baseline_report
     n_attr = chain.domain_knowledge.shape[1] - 2
 
-    assert set(models) == {"ridge_class_id", "ridge_weight", "ridge_bias", "eszsl_V"}
-    assert models["ridge_class_id"].tolist() == chain.unseen_ids
-    assert models["ridge_weight"].shape == (len(chain.unseen_ids), D)
-    assert models["eszsl_V"].shape == (D, n_attr)
-    assert set(report) == {"eszsl", "ridge_alpha"}
-    assert set(report["eszsl"]) == {"gamma", "lambda"}
-    assert report["eszsl"]["gamma"] > 0 and report["eszsl"]["lambda"] > 0
+    assert list(rows) == ["weight_regression"]
+    ridge = rows["weight_regression"]
+    assert ridge.method == "weight_regression"
+    assert ridge.class_ids.tolist() == chain.unseen_ids
+    assert ridge.weight.shape == (len(chain.unseen_ids), D)
+    assert eszsl.projection.shape == (D, n_attr)
+    assert set(report) == {"eszsl", "weight_regression"}
+    assert report["eszsl"] == {"gamma": eszsl.gamma, "lambda": eszsl.lam}
+    assert report["weight_regression"] == {"ridge_alpha": 1.0}
+    assert eszsl.gamma > 0 and eszsl.lam > 0
 
 
 def test_fixed_eszsl_hyperparameters_are_used_as_given(chain, params_for):
     params = params_for("transfer", {"baselines": {"eszsl_gamma": 0.5, "eszsl_lambda": 2.0}})
 
-    _, report = fit_baselines(
+    _, eszsl, report = fit_baseline_models(
         chain.image_outputs,
         chain.images,
-        chain.backbone_split,
+        chain.backbone_roles,
         chain.domain_knowledge,
-        chain.backbone_weights,
-        chain.backbone_spec,
+        chain.backbone,
         params,
     )
 
     assert report["eszsl"] == {"gamma": 0.5, "lambda": 2.0}
+    assert (eszsl.gamma, eszsl.lam) == (0.5, 2.0)
 
 
 def test_baselines_do_not_depend_on_the_order_of_the_classifier_rows(chain, params_for):
-    weights, spec = _permuted(chain, [3, 0, 5, 1, 4, 2])
-
-    models, _ = fit_baselines(
+    rows, eszsl, _ = fit_baseline_models(
         chain.image_outputs,
         chain.images,
-        chain.backbone_split,
+        chain.backbone_roles,
         chain.domain_knowledge,
-        weights,
-        spec,
+        _permuted(chain, [3, 0, 5, 1, 4, 2]),
         params_for("transfer"),
     )
 
-    for name, value in chain.baseline_models.items():
-        torch.testing.assert_close(models[name], value, rtol=1e-6, atol=1e-8, msg=name)
+    expected = chain.baseline_rows["weight_regression"]
+    np.testing.assert_allclose(
+        rows["weight_regression"].weight, expected.weight, rtol=1e-6, atol=1e-8
+    )
+    np.testing.assert_allclose(rows["weight_regression"].bias, expected.bias, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(eszsl.projection, chain.eszsl_model.projection, rtol=1e-6, atol=1e-8)
 
 
-# ------------------------------------------------------------------ score_methods
+# ------------------------------------------------------------------ evaluate_gzsl
 
 
-def test_test_scores_cover_every_class_for_every_test_image(chain):
-    scores, images = chain.test_scores, chain.images
+def test_evaluation_covers_every_class_for_every_test_image(chain):
+    evaluation, images = chain.gzsl_evaluation, chain.images
     test = images[images["split"].isin(["test_seen", "test_unseen"])]
 
-    assert set(scores) == {*METHODS, "image_id"}
-    assert scores["image_id"].tolist() == test["image_id"].tolist()
-    for method in METHODS:
-        assert scores[method].shape == (len(test), len(chain.classes)), method
-        assert torch.isfinite(scores[method]).all(), method
+    assert isinstance(evaluation, GZSLEvaluation)
+    assert evaluation.methods == list(METHODS)
+    assert evaluation.image_ids.tolist() == test["image_id"].tolist()
+    assert evaluation.labels.tolist() == test["class_id"].tolist()
+    assert evaluation.class_ids.tolist() == chain.classes["class_id"].tolist()
+    assert evaluation.seen.tolist() == chain.classes["seen"].tolist()
+    for method, result in evaluation.results.items():
+        assert result.scores.shape == (len(test), len(chain.classes)), method
+        assert result.scores.dtype == np.float32 and np.isfinite(result.scores).all(), method
+        assert set(result.metrics) == METHOD_KEYS, method
 
 
 def test_niwt_scores_are_the_classifier_logits_plus_the_new_rows(chain):
-    scores, out, rows = chain.test_scores, chain.image_outputs, chain.niwt_rows
-    position = {int(i): r for r, i in enumerate(out["image_id"].tolist())}
-    test = [position[int(i)] for i in scores["image_id"]]
-    niwt = scores["niwt"].double()
+    out, rows = chain.image_outputs, chain.niwt_rows["niwt"]
+    test = _test_positions(chain)
+    niwt = torch.as_tensor(chain.gzsl_evaluation.results["niwt"].scores).double()
 
-    seen_columns = chain.backbone_spec["seen_class_ids"]
+    seen_columns = chain.backbone.spec.seen_class_ids
     torch.testing.assert_close(
         niwt[:, seen_columns], out["logits"][test].double(), rtol=1e-4, atol=1e-4
     )
     expected_unseen = (
-        out["features"][test].double() @ rows["unseen_weight"].double().T
-        + rows["unseen_bias"].double()
+        out["features"][test].double() @ torch.as_tensor(rows.weight).double().T
+        + torch.as_tensor(rows.bias).double()
     )
-    torch.testing.assert_close(niwt[:, rows["unseen_class_id"].tolist()], expected_unseen)
+    torch.testing.assert_close(
+        niwt[:, rows.class_ids.tolist()], expected_unseen, rtol=1e-6, atol=1e-5
+    )
 
 
 def test_tuned_scores_fuse_the_tuned_rows_with_eszsl(chain):
-    from niwt_pipeline.core.selection import fuse_scores
-
-    scores, out, rows = chain.test_scores, chain.image_outputs, chain.niwt_rows
-    position = {int(i): r for r, i in enumerate(out["image_id"].tolist())}
-    test = [position[int(i)] for i in scores["image_id"]]
-    linear = scores["niwt"].double().clone()
-    unseen = rows["unseen_class_id"].tolist()
-    linear[:, unseen] = (
-        out["features"][test].double() @ rows["tuned_weight"].double().T
-        + rows["tuned_bias"].double()
+    evaluation, out, rows = chain.gzsl_evaluation, chain.image_outputs, chain.niwt_rows
+    test = _test_positions(chain)
+    linear = torch.as_tensor(evaluation.results["niwt"].scores).double().clone()
+    tuned = rows["niwt_tuned"]
+    linear[:, tuned.class_ids.tolist()] = (
+        out["features"][test].double() @ torch.as_tensor(tuned.weight).double().T
+        + torch.as_tensor(tuned.bias).double()
     )
     fusion = chain.validation_choice["niwt_tuned"]["fusion"]
-    expected = fuse_scores(linear.numpy(), scores["eszsl"].double().numpy(), fusion)
+    eszsl = evaluation.results["eszsl"].scores.astype(np.float64)
+    expected = fuse_scores(linear.numpy(), eszsl, fusion)
 
-    torch.testing.assert_close(
-        scores["niwt_tuned"].double(), torch.as_tensor(expected), rtol=1e-5, atol=1e-4
+    np.testing.assert_allclose(
+        evaluation.results["niwt_tuned"].scores, expected, rtol=1e-5, atol=1e-4
     )
 
 
-def test_calibration_gammas_are_the_validated_ones(chain):
-    calibration, choice = chain.calibration, chain.validation_choice
+def test_every_gamma_is_the_validated_one(chain):
+    choice = chain.validation_choice
 
-    assert calibration["pseudo_unseen_class_ids"] == choice["pseudo_unseen_class_ids"]
-    assert calibration["niwt_tuned"] == choice["niwt_tuned"]
-    assert set(calibration["methods"]) == set(METHODS)
-    for method, values in calibration["methods"].items():
-        assert values["gamma"] == choice["methods"][method]["gamma"], method
-        assert math.isfinite(values["gamma"]), method
+    for method, result in chain.gzsl_evaluation.results.items():
+        assert result.gamma == choice["methods"][method]["gamma"], method
+        assert result.metrics["gamma"] == result.gamma
+        assert math.isfinite(result.gamma), method
 
 
-def test_scoring_without_niwt_rows_for_an_unseen_class_is_refused(chain):
-    rows = dict(chain.niwt_rows)
-    for key in ("unseen_class_id", "unseen_weight", "unseen_bias"):
-        rows[key] = rows[key][:-1]
+def test_predictions_are_the_calibrated_argmax(chain):
+    evaluation = chain.gzsl_evaluation
+    for method, result in evaluation.results.items():
+        shifted = result.scores.astype(np.float64) - result.gamma * evaluation.seen[None, :]
+        expected = evaluation.class_ids[shifted.argmax(axis=1)]
+        assert np.array_equal(result.predicted, expected), method
 
-    with pytest.raises(KeyError):
-        score_methods(
+
+def test_evaluating_without_niwt_rows_for_an_unseen_class_is_refused(chain):
+    niwt = chain.niwt_rows["niwt"]
+    rows = RowSet(chain.niwt_rows)
+    rows["niwt"] = ClassRows("niwt", niwt.class_ids[:-1], niwt.weight[:-1], niwt.bias[:-1])
+
+    with pytest.raises(InputError, match=r"niwt: no classifier row"):
+        evaluate_gzsl(
             chain.image_outputs,
             chain.images,
             chain.classes,
             chain.domain_knowledge,
-            chain.backbone_weights,
-            chain.backbone_spec,
+            chain.backbone,
             rows,
-            chain.baseline_models,
+            chain.baseline_rows,
+            chain.eszsl_model,
             chain.validation_choice,
         )
 
@@ -317,21 +361,23 @@ def test_metrics_contract(chain):
     assert metrics["dataset"] == "attribute_world"
     assert metrics["domain_knowledge"] == chain.ingestion_summary["domain_knowledge"]
     assert metrics["backbone"] == {"arch": "small_cnn", "layer": "block3"}
-    assert metrics["n_test_images"] == len(chain.test_scores["image_id"])
-    assert set(metrics["methods"]) == set(METHODS)
+    assert metrics["n_test_images"] == len(chain.gzsl_evaluation.image_ids)
+    assert list(metrics["methods"]) == list(METHODS)
     for method, values in metrics["methods"].items():
-        assert METHOD_KEYS <= set(values), method
+        assert tuple(values) == METRIC_KEYS, method
         for key in METHOD_KEYS - {"gamma"}:
             assert 0.0 <= values[key] <= 100.0, f"{method}.{key} is not in percent"
-        assert values["gamma"] == chain.calibration["methods"][method]["gamma"]
+        assert values["gamma"] == chain.validation_choice["methods"][method]["gamma"]
+    assert metrics["validation"]["niwt_tuned"] == chain.validation_choice["niwt_tuned"]
 
 
-def test_h_is_the_harmonic_mean_of_s_and_u(chain):
-    """H is the harmonic mean of S and U, all in percent."""
+def test_h_is_the_harmonic_mean_of_s_and_u_and_h_calibrated_of_theirs(chain):
+    """H from the uncalibrated S and U, H_calibrated from the calibrated ones (percent)."""
     for method, values in chain.gzsl_metrics["methods"].items():
-        s, u = values["S"], values["U"]
-        expected = 0.0 if s + u == 0 else 2 * s * u / (s + u)
-        assert values["H"] == pytest.approx(expected), method
+        for suffix in ("", "_calibrated"):
+            s, u = values[f"S{suffix}"], values[f"U{suffix}"]
+            expected = 0.0 if s + u == 0 else 2 * s * u / (s + u)
+            assert values[f"H{suffix}"] == pytest.approx(expected), (method, suffix)
 
 
 def test_mlflow_metrics_mirror_the_metrics(chain):
@@ -343,14 +389,13 @@ def test_mlflow_metrics_mirror_the_metrics(chain):
         assert entry == {"value": float(methods[method][key]), "step": 0}
 
 
-def test_figures_are_matplotlib_figures(chain, params_for):
+def test_figures_are_matplotlib_figures(chain):
     metrics, _, curve, confusion = report_gzsl(
-        chain.test_scores,
-        chain.calibration,
-        chain.images,
+        chain.gzsl_evaluation,
+        chain.validation_choice,
         chain.classes,
         chain.ingestion_summary,
-        chain.backbone_spec,
+        chain.backbone,
     )
     try:
         assert metrics == chain.gzsl_metrics
@@ -362,15 +407,21 @@ def test_figures_are_matplotlib_figures(chain, params_for):
         plt.close(confusion)
 
 
-def test_report_without_a_method_is_refused(chain):
-    scores = {k: v for k, v in chain.test_scores.items() if k != "eszsl"}
+def test_report_without_niwt_is_refused(chain):
+    evaluation = chain.gzsl_evaluation
+    partial = GZSLEvaluation(
+        evaluation.image_ids,
+        evaluation.labels,
+        evaluation.class_ids,
+        evaluation.seen,
+        {m: r for m, r in evaluation.results.items() if m != "niwt"},
+    )
 
-    with pytest.raises(KeyError, match=r"eszsl"):
+    with pytest.raises(KeyError, match=r"niwt"):
         report_gzsl(
-            scores,
-            chain.calibration,
-            chain.images,
+            partial,
+            chain.validation_choice,
             chain.classes,
             chain.ingestion_summary,
-            chain.backbone_spec,
+            chain.backbone,
         )

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pytest
-import torch
 from matplotlib.figure import Figure
 
 from niwt_pipeline.pipelines.transfer.pipeline import create_pipeline
 
 INPUTS = {
-    "backbone_weights",
-    "backbone_spec",
-    "backbone_split",
+    "backbone",
+    "backbone_roles",
     "images",
     "classes",
     "domain_knowledge",
@@ -30,8 +29,20 @@ OUTPUTS = {
     "seen_unseen_curve_plot",
     "confusion_matrix_plot",
 }
-INTERMEDIATES = {"reference_cache", "niwt_rows", "baseline_models", "test_scores", "calibration"}
-NODES = {"cache_reference", "transfer_niwt_rows", "fit_baselines", "score_methods", "report_gzsl"}
+INTERMEDIATES = {
+    "reference_cache",
+    "niwt_rows",
+    "baseline_rows",
+    "eszsl_model",
+    "gzsl_evaluation",
+}
+NODES = {
+    "cache_reference",
+    "transfer_niwt_rows",
+    "fit_baseline_models",
+    "evaluate_gzsl",
+    "report_gzsl",
+}
 
 
 def test_pipeline_contract():
@@ -67,9 +78,8 @@ def outputs(run_pipeline, chain, params_for):
     produced = run_pipeline(
         create_pipeline(),
         {
-            "backbone_weights": chain.backbone_weights,
-            "backbone_spec": chain.backbone_spec,
-            "backbone_split": chain.backbone_split,
+            "backbone": chain.backbone,
+            "backbone_roles": chain.backbone_roles,
             "images": chain.images,
             "classes": chain.classes,
             "domain_knowledge": chain.domain_knowledge,
@@ -98,15 +108,17 @@ def test_run_writes_the_metrics_contract(outputs, chain):
     assert metrics["backbone"] == {"arch": "small_cnn", "layer": "block3"}
     assert set(metrics["methods"]) == {"niwt", "niwt_tuned", "weight_regression", "eszsl"}
     assert metrics["validation"]["niwt_tuned"] == chain.validation_choice["niwt_tuned"]
-    assert set(outputs["gzsl_mlflow_metrics"]) >= {"niwt.H", "eszsl.ausuc"}
+    assert set(outputs["gzsl_mlflow_metrics"]) >= {"niwt.H", "niwt.H_calibrated", "eszsl.ausuc"}
     assert outputs["baseline_report"] == chain.baseline_report
 
 
 def test_run_equals_the_direct_node_calls(outputs, chain):
-    for name, value in chain.niwt_rows.items():
-        assert torch.equal(outputs["niwt_rows"][name], value), name
-    for name, value in chain.test_scores.items():
-        assert torch.equal(outputs["test_scores"][name], value), name
-    assert outputs["calibration"] == chain.calibration
+    for method, value in chain.niwt_rows.items():
+        assert np.array_equal(outputs["niwt_rows"][method].weight, value.weight), method
+    for method, result in chain.gzsl_evaluation.results.items():
+        produced = outputs["gzsl_evaluation"].results[method]
+        assert np.array_equal(produced.scores, result.scores), method
+        assert np.array_equal(produced.predicted, result.predicted), method
+        assert produced.metrics == result.metrics, method
     assert outputs["gzsl_metrics"] == chain.gzsl_metrics
     assert outputs["gzsl_mlflow_metrics"] == chain.gzsl_mlflow_metrics

@@ -1,4 +1,4 @@
-"""Validation nodes: pseudo-unseen split, a backbone that never saw them, and the choice."""
+"""Validation nodes: pseudo-unseen roles, a backbone that never saw them, and the choice."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from niwt_pipeline.pipelines.validation.nodes import (
 METHODS = {"niwt", "niwt_tuned", "weight_regression", "eszsl"}
 
 
-def test_split_gives_pseudo_unseen_classes_all_their_trainval_images(chain):
-    split, backbone_split = chain.validation_split, chain.backbone_split
+def test_roles_give_pseudo_unseen_classes_all_their_trainval_images(chain):
+    split, backbone_split = chain.validation_roles, chain.backbone_roles
     pseudo = chain.validation_choice["pseudo_unseen_class_ids"]
 
     assert len(pseudo) == 2 and set(pseudo) <= set(chain.seen_ids)
@@ -32,54 +32,57 @@ def test_split_gives_pseudo_unseen_classes_all_their_trainval_images(chain):
 
 
 def test_validation_backbone_has_no_output_for_the_pseudo_unseen_classes(chain):
-    spec, report = chain.validation_backbone_spec, chain.validation_backbone_report
+    spec, report = chain.validation_backbone.spec, chain.validation_backbone_report
     pseudo = chain.validation_choice["pseudo_unseen_class_ids"]
 
     assert report["pseudo_unseen_class_ids"] == pseudo
-    assert spec["seen_class_ids"] == sorted(set(chain.seen_ids) - set(pseudo))
-    assert chain.validation_backbone_weights["fc.weight"].shape[0] == len(spec["seen_class_ids"])
-    train = chain.validation_split["role"] == "train"
+    assert spec.seen_class_ids == sorted(set(chain.seen_ids) - set(pseudo))
+    assert chain.validation_backbone.state["fc.weight"].shape[0] == len(spec.seen_class_ids)
+    train = chain.validation_roles["role"] == "train"
     assert report["n_train_images"] == int(train.sum())
     assert np.isnan(report["seen_accuracy_test"])  # no test image is read
 
 
 def test_validation_outputs_cover_exactly_the_validation_images(chain):
-    outputs, split = chain.validation_image_outputs, chain.validation_split
+    outputs, split = chain.validation_image_outputs, chain.validation_roles
     assert sorted(outputs["image_id"].tolist()) == sorted(split["image_id"].tolist())
     pseudo = split.set_index("image_id").loc[outputs["image_id"].numpy(), "role"].to_numpy()
     importance = outputs["importance_gt"].numpy()
     assert np.isnan(importance[pseudo == "pseudo_unseen"]).all()  # no output for them
     assert np.isfinite(importance[pseudo != "pseudo_unseen"]).all()
-    assert chain.validation_reference_cache["gram"].shape[0] == 16  # reference_max_images
+    assert chain.validation_reference_cache.gram.shape[0] == 16  # reference_max_images
 
 
 def test_choice_names_the_best_candidate_and_every_gamma(chain):
     choice, table = chain.validation_choice, chain.validation_results
 
-    # 2 mappers x (reference + 2 least-squares ridges) x 2 fusion weights
+    # 2 mappers x (configured + 2 least-squares ridges) x 2 fusion weights
     assert len(table) == choice["n_candidates"] == 12
     assert table["chosen"].sum() == 1
     best = table[table["chosen"]].iloc[0]
     assert best["criterion"] == table["criterion"].max()
-    assert best["criterion"] == pytest.approx(0.5 * (best["H"] + best["ausuc"]))
+    assert best["criterion"] == pytest.approx(0.5 * (best["H_calibrated"] + best["ausuc"]))
     assert choice["mapper"] == json.loads(best["mapper"])
     assert choice["niwt_tuned"] == {**json.loads(best["niwt"]), "fusion": best["fusion"]}
     assert set(choice["methods"]) == METHODS
     assert choice["methods"]["niwt_tuned"]["gamma"] == pytest.approx(best["gamma"])
-    reference = table[table["reference"] & (table["mapper"] == best["mapper"])].iloc[0]
-    assert choice["methods"]["niwt"]["H"] == pytest.approx(reference["H"])
+    configured = table[table["configured"] & (table["mapper"] == best["mapper"])].iloc[0]
+    assert choice["methods"]["niwt"]["H_calibrated"] == pytest.approx(configured["H_calibrated"])
+    assert choice["niwt"]["max_steps"] == 20  # the configured settings, transfer.niwt
     for values in choice["methods"].values():
-        assert 0 <= values["H"] <= 1 and np.isfinite(values["gamma"])
-    assert set(chain.validation_metrics) == {f"{m}.{k}" for m in METHODS for k in ("H", "ausuc")}
+        assert 0 <= values["H"] <= values["H_calibrated"] <= 1  # gamma maximises H there
+        assert np.isfinite(values["gamma"])
+    assert set(chain.validation_metrics) == {
+        f"{m}.{k}" for m in METHODS for k in ("H_calibrated", "ausuc")
+    }
 
 
 def _select(chain, params_for, overrides):
     return select_hyperparameters(
         chain.validation_image_outputs,
         chain.validation_reference_cache,
-        chain.validation_backbone_weights,
-        chain.validation_backbone_spec,
-        chain.validation_split,
+        chain.validation_backbone,
+        chain.validation_roles,
         chain.domain_knowledge,
         params_for("validation", overrides),
         params_for("mapping"),
@@ -101,9 +104,9 @@ def test_duplicate_candidates_are_scored_once(chain, params_for):
     }
     choice, table, _ = _select(chain, params_for, grid)
 
-    # init and lr do not change least-squares rows: reference + one least-squares candidate
+    # init and lr do not change least-squares rows: configured + one least-squares candidate
     assert len(table) == 2
-    assert table["reference"].tolist() == [True, False]
+    assert table["configured"].tolist() == [True, False]
 
 
 def test_selection_is_deterministic(chain, params_for):
@@ -118,7 +121,7 @@ def test_too_many_pseudo_unseen_classes_are_refused(chain, params_for):
         split_for_validation(
             chain.images,
             chain.classes,
-            chain.backbone_split,
+            chain.backbone_roles,
             params_for("validation", {"pseudo_unseen_classes": len(chain.seen_ids) - 1}),
         )
 

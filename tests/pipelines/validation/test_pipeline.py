@@ -10,7 +10,7 @@ from niwt_pipeline.pipelines.validation.pipeline import create_pipeline
 INPUTS = {
     "images",
     "classes",
-    "backbone_split",
+    "backbone_roles",
     "domain_knowledge",
     "params:validation",
     "params:backbone",
@@ -25,9 +25,8 @@ OUTPUTS = {
     "validation_metrics",
 }
 INTERMEDIATES = {
-    "validation_split",
-    "validation_backbone_weights",
-    "validation_backbone_spec",
+    "validation_roles",
+    "validation_backbone",
     "validation_image_outputs",
     "validation_reference_cache",
 }
@@ -40,7 +39,7 @@ def test_pipeline_contract():
     assert pipeline.outputs() == OUTPUTS
     assert pipeline.all_outputs() == OUTPUTS | INTERMEDIATES
     test_inputs = {i for node in pipeline.nodes for i in node.inputs}
-    assert "test_scores" not in test_inputs and "image_outputs" not in test_inputs
+    assert "gzsl_evaluation" not in test_inputs and "image_outputs" not in test_inputs
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +51,7 @@ def outputs(run_pipeline, chain, params_for):
             {
                 "images": chain.images,
                 "classes": chain.classes,
-                "backbone_split": chain.backbone_split,
+                "backbone_roles": chain.backbone_roles,
                 "domain_knowledge": chain.domain_knowledge,
                 **{
                     f"params:{n}": params_for(n)
@@ -64,6 +63,6 @@ def outputs(run_pipeline, chain, params_for):
 
 def test_run_equals_the_direct_node_calls(outputs, chain):
     assert outputs["validation_choice"] == chain.validation_choice
-    assert outputs["validation_split"].equals(chain.validation_split)
-    for name, value in chain.validation_backbone_weights.items():
-        assert torch.equal(outputs["validation_backbone_weights"][name], value), name
+    assert outputs["validation_roles"].equals(chain.validation_roles)
+    for name, value in chain.validation_backbone.state.items():
+        assert torch.equal(outputs["validation_backbone"].state[name], value), name

@@ -54,13 +54,19 @@ def handle_missing(
 
     Args:
         matrix: (C, A) values, -1 for missing.
-        policy: ``"zero"`` (set to 0, as the reference code), ``"class_mean"`` (set to the
+        policy: ``"zero"`` (set to 0, as the authors' code), ``"class_mean"`` (set to the
             mean of that predicate over the classes where it is known) or ``"error"``.
         path: the matrix file, for messages.
         predicates: the A predicate names, for messages.
 
     Returns:
         (the filled (C, A) matrix, a note saying what was done).
+
+    Raises:
+        ValueError: if ``policy`` is not one of :data:`MISSING_POLICIES`.
+        InputError: naming the file and line of a negative value other than -1.00, of the
+            first missing value under ``policy="error"``, or a predicate missing for every
+            class under ``policy="class_mean"``.
     """
     if policy not in MISSING_POLICIES:
         raise ValueError(f"missing must be one of {MISSING_POLICIES}, got {policy!r}")
@@ -109,6 +115,10 @@ def list_images(image_dir: Path, class_names: list[str]) -> dict[str, str]:
 
     Files with other suffixes than .jpg/.jpeg/.png and hidden entries are skipped; a folder
     that is not a class is an error.
+
+    Raises:
+        InputError: naming the folder when a (non-hidden) sub-folder of ``image_dir`` is not
+            in ``class_names``.
     """
     known = set(class_names)
     out: dict[str, str] = {}
@@ -157,7 +167,7 @@ def read_awa2(
     """Read AWA2 classes, continuous predicates, images and the xlsa17 proposed split.
 
     Missing values: ``predicate-matrix-continuous.txt`` marks them -1.00.  By default
-    (``missing="zero"``) they are set to 0, as the reference NIWT code does;
+    (``missing="zero"``) they are set to 0, as the authors' NIWT code does;
     ``missing="class_mean"`` sets each to the mean of its predicate over the classes where it
     is known; ``missing="error"`` refuses them.  The policy and the count are recorded in
     ``RawDataset.notes``; any other negative value is an error.
@@ -178,6 +188,15 @@ def read_awa2(
         RawDataset: images (sorted relpaths ``<class>/<file>`` relative to ``JPEGImages/``),
         50 classes in ``classes.txt`` order, ``attributes`` (50, 85) float64 indexed by class
         names like ``'antelope'``, columns the predicate names.
+
+    Raises:
+        InputError: naming the file (and line or key) when ``root`` holds no AWA2 folder,
+            ``splits_file`` is None, a metadata or split file is missing or malformed, the
+            split's ``allclasses_names`` differ from ``classes.txt``, a missing value is
+            refused by ``missing``, ``JPEGImages/`` is absent with ``require_images=True``,
+            the image set does not match the split positions, or (metadata only) the
+            xlsa17 class lists overlap or do not match ``classes.txt``.
+        ValueError: if ``missing`` is not ``"zero"``, ``"class_mean"`` or ``"error"``.
     """
     base = _locate(Path(root))
     if splits_file is None:

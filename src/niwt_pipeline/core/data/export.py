@@ -21,6 +21,7 @@ partial export (and an earlier export at the same place untouched).
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -29,11 +30,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import scipy.io
 from safetensors.numpy import load_file, save_file
 
 from niwt_pipeline.core.data.atomic import swap_into_place
-from niwt_pipeline.core.data.tables import SPLITS
+from niwt_pipeline.core.data.tables import SPLITS, domain_knowledge_by_class
 from niwt_pipeline.core.data.xlsa17 import (
     SPLIT_KEYS,
     Xlsa17Splits,
@@ -43,6 +45,7 @@ from niwt_pipeline.core.data.xlsa17 import (
     write_att_splits,
 )
 from niwt_pipeline.core.errors import fail
+from niwt_pipeline.core.rows import ClassRows
 
 logger = logging.getLogger(__name__)
 
@@ -281,3 +284,56 @@ def read_xlsa17_export(folder: str | Path) -> Xlsa17Export:
         classifier_bias=classifier["bias"],
         classifier_labels=classifier["labels"].astype(np.int64),
     )
+
+
+def relative_paths(paths: pd.Series) -> np.ndarray:
+    """(N,) '/'-separated paths relative to the deepest folder holding every image."""
+    parents = [os.path.dirname(p) for p in paths]
+    root = os.path.commonpath(parents) if parents else ""
+    return np.array([Path(os.path.relpath(p, root)).as_posix() for p in paths], dtype=str)
+
+
+def xlsa17_arrays(
+    outputs: dict[str, Any],
+    images: pd.DataFrame,
+    classes: pd.DataFrame,
+    domain_knowledge: pd.DataFrame,
+    seen: ClassRows,
+) -> dict[str, np.ndarray]:
+    """The keyword arguments of :func:`export_xlsa17` for the features NIWT used.
+
+    Image paths are made relative to the deepest folder common to all images, so their
+    sorted order is the ``image_id`` order of the canonical tables.
+
+    Args:
+        outputs: the extraction's ``image_id`` (N,) and ``features`` (N, D) tensors.
+        images, classes, domain_knowledge: the canonical tables.
+        seen: the backbone's seen rows.
+
+    Returns:
+        ``features`` (N, D) float32, ``labels`` (N,) class ids, ``image_files`` (N,),
+        ``splits`` (N,), ``class_names`` (C,), ``att`` (A, C), ``seen_rows`` (S, D),
+        ``seen_bias`` (S,), ``seen_class_ids`` (S,).
+
+    Raises:
+        ValueError: when ``outputs`` has images that ``images`` lacks.
+    """
+    ids = outputs["image_id"].numpy().astype(np.int64)
+    table = images.set_index("image_id")
+    missing = np.setdiff1d(ids, table.index.to_numpy())
+    if len(missing):
+        raise ValueError(f"image_outputs has image ids not in images, e.g. {missing[:5].tolist()}")
+    rows = table.loc[ids]
+    by_class = classes.set_index("class_id").sort_index()
+    dk = domain_knowledge_by_class(domain_knowledge)
+    return {
+        "features": outputs["features"].numpy().astype(np.float32),
+        "labels": rows["class_id"].to_numpy(dtype=np.int64),
+        "image_files": relative_paths(rows["path"]),
+        "splits": rows["split"].to_numpy(dtype=str),
+        "class_names": by_class["name"].to_numpy(dtype=str),
+        "att": dk.to_numpy(dtype=np.float64).T,
+        "seen_rows": seen.weight,
+        "seen_bias": seen.bias,
+        "seen_class_ids": seen.class_ids,
+    }

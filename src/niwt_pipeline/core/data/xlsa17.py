@@ -68,7 +68,11 @@ class Xlsa17Splits:
 
 
 def load_mat(path: str | Path) -> dict[str, object]:
-    """``scipy.io.loadmat`` with errors naming the file; the ``__header__``-style keys dropped."""
+    """``scipy.io.loadmat`` with errors naming the file; the ``__header__``-style keys dropped.
+
+    Raises:
+        InputError: naming the file if it does not exist or is not a readable MATLAB file.
+    """
     path = Path(path)
     if not path.is_file():
         raise fail(path, "file not found")
@@ -80,7 +84,12 @@ def load_mat(path: str | Path) -> dict[str, object]:
 
 
 def mat_strings(value: object, path: Path, key: str) -> list[str]:
-    """Strings from a cell array (nested object arrays) or a padded char matrix."""
+    """Strings from a cell array (nested object arrays) or a padded char matrix.
+
+    Raises:
+        InputError: naming ``path`` and ``key`` if ``value`` is neither a cell array of
+            strings nor a char matrix.
+    """
     array = np.asarray(value)
     if array.dtype == object:
         names = []
@@ -266,7 +275,11 @@ def _check_split_classes(splits: Xlsa17Splits, classes: np.ndarray) -> None:
 
 
 def read_class_list(path: str | Path) -> list[str]:
-    """A class list such as ``trainvalclasses.txt``: one name a line, blank lines ignored."""
+    """A class list such as ``trainvalclasses.txt``: one name a line, blank lines ignored.
+
+    Raises:
+        InputError: naming the file if it does not exist or lists a name twice.
+    """
     path = Path(path)
     if not path.is_file():
         raise fail(path, "file not found")
@@ -289,6 +302,11 @@ def read_class_embeddings_mat(path: str | Path, key: str = "att") -> pd.DataFram
     Returns:
         DataFrame (C, D) float64, index ``class_name`` in ``allclasses_names`` order, columns
         ``dim_000`` .. (e.g. (200, 1024) for CUB ``sent_splits.mat``).
+
+    Raises:
+        InputError: naming the file and key if the file is missing or unreadable, ``key`` or
+            ``allclasses_names`` is absent, the matrix is not 2-D numeric and finite, its
+            column count differs from the number of names, or a name occurs twice.
     """
     path = Path(path)
     content = load_mat(path)

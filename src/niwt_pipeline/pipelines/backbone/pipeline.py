@@ -8,19 +8,13 @@ from niwt_pipeline.pipelines.backbone.nodes import train_backbone
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """images + classes -> trained seen-class backbone."""
+    """images + classes -> the trained seen-class backbone and its image roles."""
     return Pipeline(
         [
             Node(
                 train_backbone,
                 inputs=["images", "classes", "params:backbone"],
-                outputs=[
-                    "backbone_weights",
-                    "backbone_spec",
-                    "backbone_split",
-                    "backbone_report",
-                    "backbone_metrics",
-                ],
+                outputs=["backbone", "backbone_roles", "backbone_report", "backbone_metrics"],
                 name="train_backbone",
             )
         ]

@@ -1,7 +1,7 @@
 """The ``explanation`` pipeline.
 
 It reads only persisted outputs of the earlier pipelines, so
-``kedro run --pipeline=explanation --params=explanation.top_k=5`` re-runs just this part.
+``kedro run --pipelines=explanation --params=explanation.top_k=5`` re-runs just this part.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from niwt_pipeline.pipelines.explanation.nodes import (
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """models + test scores -> neuron names, explanations, their scores and the run report."""
+    """models + GZSL evaluation -> neuron names, explanations, their scores and the report."""
     return Pipeline(
         [
             Node(
@@ -35,16 +35,13 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(
                 explain_predictions,
                 inputs=[
-                    "image_outputs",
                     "images",
                     "classes",
                     "domain_knowledge",
-                    "backbone_weights",
-                    "backbone_spec",
+                    "backbone",
                     "niwt_rows",
                     "inverse_map_weights",
-                    "test_scores",
-                    "calibration",
+                    "gzsl_evaluation",
                     "params:explanation",
                 ],
                 outputs="textual_explanations",
@@ -55,8 +52,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=[
                     "textual_explanations",
                     "classes",
-                    "backbone_weights",
-                    "backbone_spec",
+                    "backbone",
                     "niwt_rows",
                     "params:explanation",
                 ],
@@ -70,7 +66,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "textual_explanations",
                     "image_attributes",
                     "domain_knowledge",
-                    "calibration",
+                    "validation_choice",
                     "params:explanation",
                 ],
                 outputs=["explanation_metrics", "explanation_mlflow_metrics"],
@@ -81,9 +77,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=[
                     "ingestion_summary",
                     "gzsl_metrics",
-                    "test_scores",
-                    "calibration",
-                    "images",
+                    "gzsl_evaluation",
                     "classes",
                     "textual_explanations",
                     "explanation_examples",

@@ -13,14 +13,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(
                 build_xlsa17_export,
-                inputs=[
-                    "image_outputs",
-                    "images",
-                    "classes",
-                    "domain_knowledge",
-                    "backbone_weights",
-                    "backbone_spec",
-                ],
+                inputs=["image_outputs", "images", "classes", "domain_knowledge", "backbone"],
                 outputs="xlsa17_export",
                 name="build_xlsa17_export",
             )

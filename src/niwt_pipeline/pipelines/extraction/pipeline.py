@@ -17,13 +17,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(
                 extract_image_outputs,
-                inputs=[
-                    "backbone_weights",
-                    "backbone_spec",
-                    "images",
-                    "params:extraction",
-                    "image_output_shards",
-                ],
+                inputs=["backbone", "images", "params:extraction", "image_output_shards"],
                 outputs="image_outputs",
                 name="extract_image_outputs",
             )

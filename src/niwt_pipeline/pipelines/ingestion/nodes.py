@@ -38,10 +38,9 @@ def canonicalise_dataset(
     raw_source: RawDataset,
     raw_domain_knowledge: pd.DataFrame,
     domain_knowledge_info: dict[str, Any],
-    params: dict[str, Any],
+    options: IngestionParams,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """Select classes, assign ids and validate; return the canonical tables and a summary."""
-    options = IngestionParams(**params)
     images, classes, domain_knowledge = canonicalise(
         raw_source,
         raw_domain_knowledge.set_index("class_name"),

@@ -1,7 +1,7 @@
-"""The ``transfer`` pipeline: weight transfer + GZSL scoring.
+"""The ``transfer`` pipeline: weight transfer, baselines, and the GZSL evaluation.
 
 It reads only persisted outputs of the earlier pipelines, so
-``kedro run --pipeline=transfer --params=transfer.niwt.lr=0.01`` re-runs just this part.
+``kedro run --pipelines=transfer --params=transfer.niwt.lr=0.01`` re-runs just this part.
 """
 
 from __future__ import annotations
@@ -10,31 +10,43 @@ from kedro.pipeline import Node, Pipeline
 
 from niwt_pipeline.pipelines.transfer.nodes import (
     cache_reference,
-    fit_baselines,
+    evaluate_gzsl,
+    fit_baseline_models,
     report_gzsl,
-    score_methods,
     transfer_niwt_rows,
 )
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """predicted importances + backbone -> NIWT rows, baselines, GZSL metrics and plots."""
+    """predicted importances + backbone -> NIWT rows, baselines, GZSL evaluation and plots."""
     return Pipeline(
         [
             Node(
                 cache_reference,
-                inputs=["backbone_weights", "backbone_spec", "images", "params:transfer"],
+                inputs=["backbone", "images", "params:transfer"],
                 outputs="reference_cache",
                 name="cache_reference",
+            ),
+            Node(
+                fit_baseline_models,
+                inputs=[
+                    "image_outputs",
+                    "images",
+                    "backbone_roles",
+                    "domain_knowledge",
+                    "backbone",
+                    "params:transfer",
+                ],
+                outputs=["baseline_rows", "eszsl_model", "baseline_report"],
+                name="fit_baseline_models",
             ),
             Node(
                 transfer_niwt_rows,
                 inputs=[
                     "reference_cache",
                     "predicted_importance",
-                    "backbone_weights",
-                    "backbone_spec",
-                    "baseline_models",
+                    "backbone",
+                    "baseline_rows",
                     "validation_choice",
                     "params:transfer",
                 ],
@@ -42,44 +54,29 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="transfer_niwt_rows",
             ),
             Node(
-                fit_baselines,
-                inputs=[
-                    "image_outputs",
-                    "images",
-                    "backbone_split",
-                    "domain_knowledge",
-                    "backbone_weights",
-                    "backbone_spec",
-                    "params:transfer",
-                ],
-                outputs=["baseline_models", "baseline_report"],
-                name="fit_baselines",
-            ),
-            Node(
-                score_methods,
+                evaluate_gzsl,
                 inputs=[
                     "image_outputs",
                     "images",
                     "classes",
                     "domain_knowledge",
-                    "backbone_weights",
-                    "backbone_spec",
+                    "backbone",
                     "niwt_rows",
-                    "baseline_models",
+                    "baseline_rows",
+                    "eszsl_model",
                     "validation_choice",
                 ],
-                outputs=["test_scores", "calibration"],
-                name="score_methods",
+                outputs="gzsl_evaluation",
+                name="evaluate_gzsl",
             ),
             Node(
                 report_gzsl,
                 inputs=[
-                    "test_scores",
-                    "calibration",
-                    "images",
+                    "gzsl_evaluation",
+                    "validation_choice",
                     "classes",
                     "ingestion_summary",
-                    "backbone_spec",
+                    "backbone",
                 ],
                 outputs=[
                     "gzsl_metrics",

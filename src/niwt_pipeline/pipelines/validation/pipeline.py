@@ -3,7 +3,8 @@
 Some seen classes are treated as pseudo-unseen: a second backbone is trained without them
 (same recipe as ``backbone``), and every hyper-parameter choice (mapper, NIWT variant and
 its transfer settings, fusion with ESZSL) and every method's calibration gamma is made on
-them.  Test images are never read.
+them.  Test images are never read.  It replays the recipes of the backbone, extraction,
+mapping and transfer stages, so it reads their parameter blocks (one parameter per decision).
 """
 
 from __future__ import annotations
@@ -20,32 +21,27 @@ from niwt_pipeline.pipelines.validation.nodes import (
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """images + backbone split + domain knowledge -> validated choices and gammas."""
+    """images + backbone roles + domain knowledge -> validated choices and gammas."""
     return Pipeline(
         [
             Node(
                 split_for_validation,
-                inputs=["images", "classes", "backbone_split", "params:validation"],
-                outputs="validation_split",
+                inputs=["images", "classes", "backbone_roles", "params:validation"],
+                outputs="validation_roles",
                 name="split_for_validation",
             ),
             Node(
                 train_validation_backbone,
-                inputs=["images", "validation_split", "params:backbone"],
-                outputs=[
-                    "validation_backbone_weights",
-                    "validation_backbone_spec",
-                    "validation_backbone_report",
-                ],
+                inputs=["images", "validation_roles", "params:backbone"],
+                outputs=["validation_backbone", "validation_backbone_report"],
                 name="train_validation_backbone",
             ),
             Node(
                 extract_validation_outputs,
                 inputs=[
-                    "validation_backbone_weights",
-                    "validation_backbone_spec",
+                    "validation_backbone",
                     "images",
-                    "validation_split",
+                    "validation_roles",
                     "params:extraction",
                 ],
                 outputs="validation_image_outputs",
@@ -54,8 +50,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(
                 cache_validation_reference,
                 inputs=[
-                    "validation_backbone_weights",
-                    "validation_backbone_spec",
+                    "validation_backbone",
                     "images",
                     "params:validation",
                     "params:transfer",
@@ -68,9 +63,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=[
                     "validation_image_outputs",
                     "validation_reference_cache",
-                    "validation_backbone_weights",
-                    "validation_backbone_spec",
-                    "validation_split",
+                    "validation_backbone",
+                    "validation_roles",
                     "domain_knowledge",
                     "params:validation",
                     "params:mapping",

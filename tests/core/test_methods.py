@@ -1,0 +1,81 @@
+"""The scores of every GZSL method, against hand computations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from niwt_pipeline.core.baselines import ESZSLModel
+from niwt_pipeline.core.errors import InputError
+from niwt_pipeline.core.methods import METHODS, method_scores
+from niwt_pipeline.core.rows import ClassRows, RowSet
+
+# Two images in R^2; classes 0, 1 seen, 2, 3 new.
+FEATURES = np.array([[1.0, 2.0], [0.0, -1.0]])
+CLASS_IDS = np.array([0, 1, 2, 3])
+# seen rows (class 1 first): class 1 -> z . (1, 0); class 0 -> z . (0, 1) + 1
+#   image 0: class 0 = 3, class 1 = 1;  image 1: class 0 = 0, class 1 = 0
+SEEN = ClassRows("seen", [1, 0], np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([0.0, 1.0]))
+# niwt: class 3 -> z . (1, 1); class 2 -> z . (2, 0) - 1
+#   image 0: class 2 = 1, class 3 = 3;  image 1: class 2 = -1, class 3 = -1
+NIWT = ClassRows("niwt", [3, 2], np.array([[1.0, 1.0], [2.0, 0.0]]), np.array([0.0, -1.0]))
+# niwt_tuned: class 3 -> z . (1, 0) + 2; class 2 -> z . (-1, 0) + 2
+#   image 0: class 2 = 1, class 3 = 3;  image 1: class 2 = 2, class 3 = 2
+#   with the seen scores: [3, 1, 1, 3] (mean 2, std 1) and [0, 0, 2, 2] (mean 1, std 1),
+#   standardised: [1, -1, -1, 1] and [-1, -1, 1, 1]
+TUNED = ClassRows("niwt_tuned", [3, 2], np.array([[1.0, 0.0], [-1.0, 0.0]]), np.array([2.0, 2.0]))
+# weight_regression: class 2 -> z . (0, 2) + 1; class 3 -> z . (1, -1)
+#   image 0: class 2 = 5, class 3 = -1;  image 1: class 2 = -1, class 3 = 1
+RIDGE = ClassRows("weight_regression", [2, 3], np.array([[0.0, 2.0], [1.0, -1.0]]), [1.0, 0.0])
+# ESZSL: x^T V s_c with V = (1, 1)^T and one-dimensional signatures s = (1, -1, 1, -1):
+#   image 0: x^T V = 3 -> [3, -3, 3, -3], standardised [1, -1, 1, -1]
+#   image 1: x^T V = -1 -> [-1, 1, -1, 1], standardised [-1, 1, -1, 1]
+ESZSL = ESZSLModel(np.array([[1.0], [1.0]]), gamma=0.5, lam=2.0)
+SIGNATURES = np.array([[1.0], [-1.0], [1.0], [-1.0]])
+
+
+def _scores(fusion: float, class_ids=CLASS_IDS, signatures=SIGNATURES, baseline=RIDGE):
+    return method_scores(
+        FEATURES,
+        class_ids,
+        SEEN,
+        RowSet({"niwt": NIWT, "niwt_tuned": TUNED}),
+        RowSet({"weight_regression": baseline}),
+        ESZSL,
+        signatures,
+        fusion,
+    )
+
+
+def test_every_method_by_hand_without_fusion():
+    scores = _scores(0.0)
+    assert list(scores) == list(METHODS) == ["niwt", "niwt_tuned", "weight_regression", "eszsl"]
+    np.testing.assert_array_equal(scores["niwt"], [[3, 1, 1, 3], [0, 0, -1, -1]])
+    np.testing.assert_array_equal(scores["niwt_tuned"], [[3, 1, 1, 3], [0, 0, 2, 2]])  # raw
+    np.testing.assert_array_equal(scores["weight_regression"], [[3, 1, 5, -1], [0, 0, -1, 1]])
+    np.testing.assert_array_equal(scores["eszsl"], [[3, -3, 3, -3], [-1, 1, -1, 1]])
+    assert all(s.dtype == np.float64 and s.shape == (2, 4) for s in scores.values())
+
+
+def test_fusion_adds_standardised_eszsl_scores_to_niwt_tuned_only():
+    scores = _scores(0.5)
+    # [1, -1, -1, 1] + 0.5 [1, -1, 1, -1] and [-1, -1, 1, 1] + 0.5 [-1, 1, -1, 1]
+    np.testing.assert_allclose(
+        scores["niwt_tuned"], [[1.5, -1.5, -0.5, 0.5], [-1.5, -0.5, 0.5, 1.5]], atol=1e-15
+    )
+    unfused = _scores(0.0)
+    for method in ("niwt", "weight_regression", "eszsl"):
+        np.testing.assert_array_equal(scores[method], unfused[method])
+
+
+def test_columns_follow_class_ids():
+    order = np.array([2, 0, 3, 1])
+    scores = _scores(0.0, class_ids=order, signatures=SIGNATURES[order])
+    np.testing.assert_array_equal(scores["niwt"], [[1, 3, 3, 1], [-1, 0, -1, 0]])
+    np.testing.assert_array_equal(scores["eszsl"], [[3, 3, -3, -3], [-1, -1, 1, 1]])
+
+
+def test_a_class_without_a_row_raises():
+    partial = ClassRows("weight_regression", [2], np.array([[0.0, 2.0]]), np.array([1.0]))
+    with pytest.raises(InputError, match=r"weight_regression: no classifier row.*\[3\]"):
+        _scores(0.0, baseline=partial)
