@@ -270,6 +270,23 @@ class ExplanationParams(_Block):
     report: ReportParams = ReportParams()
 
 
+class PredictParams(_Block):
+    """``params:predict``: which images the packaged classifier classifies, and how.
+
+    ``images``: a folder (every image file below it) or a CSV with a ``path`` column
+    (relative paths are relative to the CSV's folder); ``null`` classifies the dataset's
+    test images (test_seen and test_unseen).
+    """
+
+    images: str | None = None
+    top_k: int = Field(3, ge=1)  # classes per image
+    explain: bool = True  # the textual explanation of the top class
+    explanation_dims: int = Field(3, ge=1)  # domain-knowledge dimensions per explanation
+    batch_size: int = Field(32, ge=1)
+    device: str = "auto"
+    gallery_max: int = Field(200, ge=0)  # images shown in predictions.html (the first N)
+
+
 #: Every parameter block and its model (``importance`` and ``export`` take no parameters).
 BLOCKS: dict[str, type[BaseModel]] = {
     "runtime": RuntimeParams,
@@ -280,6 +297,7 @@ BLOCKS: dict[str, type[BaseModel]] = {
     "transfer": TransferParams,
     "validation": ValidationParams,
     "explanation": ExplanationParams,
+    "predict": PredictParams,
 }
 
 __all__ = [
@@ -290,6 +308,7 @@ __all__ = [
     "ExtractionParams",
     "IngestionParams",
     "MappingParams",
+    "PredictParams",
     "ReferenceParams",
     "ReportParams",
     "RuntimeParams",

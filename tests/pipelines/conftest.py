@@ -59,6 +59,7 @@ TINY = {
         },
         "fusion_grid": [0.0, 1.0],
     },
+    "predict": {"device": "cpu", "batch_size": 16},
 }
 
 #: The seed the RuntimeHook gives the global RNGs before a run (conf/base runtime.seed).
@@ -184,6 +185,7 @@ class Chain:
     gzsl_mlflow_metrics: dict[str, Any]
     seen_unseen_curve_plot: Any
     confusion_matrix_plot: Any
+    zero_shot_classifier: Any
 
     @property
     def seen_ids(self) -> list[int]:
@@ -225,6 +227,7 @@ def chain(raw_world: RawDataset, domain_source: NativeAttributes, params_for) ->
         cache_reference,
         evaluate_gzsl,
         fit_baseline_models,
+        package_classifier,
         report_gzsl,
         transfer_niwt_rows,
     )
@@ -277,6 +280,7 @@ def chain(raw_world: RawDataset, domain_source: NativeAttributes, params_for) ->
     )
     plt.close(curve)
     plt.close(confusion)
+    classifier = package_classifier(backbone, rows, eszsl, choice, classes, dk, inverse, dk_info)
     return Chain(
         raw=raw_world,
         raw_domain_knowledge=raw_dk,
@@ -317,6 +321,7 @@ def chain(raw_world: RawDataset, domain_source: NativeAttributes, params_for) ->
         gzsl_mlflow_metrics=mlflow_metrics,
         seen_unseen_curve_plot=curve,
         confusion_matrix_plot=confusion,
+        zero_shot_classifier=classifier,
     )
 
 

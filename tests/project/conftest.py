@@ -27,6 +27,7 @@ def named_pipelines() -> set[str]:
         "transfer",
         "explanation",
         "export",
+        "predict",
     }
 
 

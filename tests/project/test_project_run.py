@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 from kedro.framework.project import configure_project
 from kedro.framework.session import KedroSession
@@ -79,6 +83,37 @@ def test_finished_run_is_logged_to_mlflow(finished_run: Path):
         "validation_choice.json",
         "validation_results.csv",
     } <= artifacts
+
+
+def test_the_packaged_classifier_predicts_without_kedro_as_the_pipeline_did(finished_run: Path):
+    """The default run classified the test images with ``zero_shot_classifier``; loading the
+    folder in a plain Python process gives the same classes and scores."""
+    predictions = pd.read_parquet(finished_run / "data/07_model_output/predictions.parquet")
+    gallery = (finished_run / "data/08_reporting/predictions.html").read_text()
+    assert len(predictions) > 0 and (predictions["error"] == "").all()
+    assert gallery.count("class='card'") == len(predictions)
+    script = finished_run / "predict_alone.py"
+    script.write_text(
+        "import sys, pandas as pd, niwt_pipeline\n"
+        "classifier = niwt_pipeline.load_classifier(sys.argv[1])\n"
+        "paths = pd.read_parquet(sys.argv[2])['image'].tolist()\n"
+        "classifier.predict(paths, batch_size=7).to_parquet(sys.argv[3])\n"
+        "assert 'kedro' not in sys.modules and 'mlflow' not in sys.modules\n"
+    )
+    subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            str(finished_run / "data/06_models/zero_shot_classifier"),
+            str(finished_run / "data/07_model_output/predictions.parquet"),
+            str(finished_run / "alone.parquet"),
+        ],
+        check=True,
+    )
+    alone = pd.read_parquet(finished_run / "alone.parquet")
+    assert alone["class_1"].tolist() == predictions["class_1"].tolist()
+    assert alone["explanation"].tolist() == predictions["explanation"].tolist()
+    np.testing.assert_allclose(alone["score_1"], predictions["score_1"], rtol=1e-5, atol=1e-5)
 
 
 def test_transfer_reruns_alone_and_leaves_upstream_untouched(finished_run: Path, monkeypatch):

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from niwt_pipeline.core.backbones.spec import BackboneSpec
 from niwt_pipeline.core.data.images import load_rgb
+from niwt_pipeline.core.data.own import read_path_list_csv
 from niwt_pipeline.core.errors import InputError
 
 
@@ -79,11 +80,19 @@ class ImageTableDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
         img = load_rgb(self.paths[index])
+        if not self.augment:
+            return self.prepare(img), self.labels[index], index
         img = self._resize_shorter(img, round(self.image_size / self.crop_fraction))
-        img = self._random_crop(img) if self.augment else self._center_crop(img)
-        if self.augment and self.hflip and torch.rand(()) < 0.5:
+        img = self._random_crop(img)
+        if self.hflip and torch.rand(()) < 0.5:
             img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         return self.to_tensor(img), self.labels[index], index
+
+    def prepare(self, img: Image.Image) -> torch.Tensor:
+        """The evaluation view of an RGB ``PIL.Image``: shorter side resized, centre crop,
+        normalised, as a ``(3, image_size, image_size)`` float32 tensor (no augmentation)."""
+        img = self._resize_shorter(img, round(self.image_size / self.crop_fraction))
+        return self.to_tensor(self._center_crop(img))
 
     def to_tensor(self, img: Image.Image) -> torch.Tensor:
         """A ``(3, h, w)`` normalised float32 tensor from an RGB ``PIL.Image``."""
@@ -254,10 +263,7 @@ def folder_images(folder: str | Path, max_images: int | None, seed: int) -> pd.D
     root = Path(folder)
     if not root.is_dir():
         raise InputError(f"{root}: reference image folder not found")
-    paths = sorted(str(p) for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not paths:
-        raise InputError(f"{root}: no image files ({', '.join(IMAGE_SUFFIXES)}) found")
-    table = pd.DataFrame({"path": pd.Series(paths, dtype="str")})
+    table = pd.DataFrame({"path": pd.Series(image_files(root), dtype="str")})
     return sample_rows(table, max_images, seed)
 
 
@@ -267,3 +273,39 @@ def sample_rows(table: pd.DataFrame, max_rows: int | None, seed: int) -> pd.Data
         return table.reset_index(drop=True)
     keep = np.sort(np.random.default_rng(seed).choice(len(table), size=max_rows, replace=False))
     return table.iloc[keep].reset_index(drop=True)
+
+
+def images_to_classify(source: str | Path) -> list[str]:
+    """The image files named by ``source``: every image file under a folder (sorted, by
+    suffix: :data:`IMAGE_SUFFIXES`), or the ``path`` column of a CSV file.
+
+    Files are not opened here: a file that cannot be read is reported per image by the
+    classifier, so one bad photo never loses the batch.
+
+    Raises:
+        InputError: when ``source`` does not exist, a folder holds no image files, or the
+            CSV is malformed (see :func:`niwt_pipeline.core.data.own.read_path_list_csv`).
+    """
+    root = Path(source)
+    if root.is_file():
+        return read_path_list_csv(root)
+    if not root.is_dir():
+        raise InputError(
+            f"images folder not found: {root} (give a folder of images or a CSV with a "
+            "`path` column: --params=predict.images=/path/to/folder)"
+        )
+    return image_files(root)
+
+
+def image_files(folder: Path) -> list[str]:
+    """The image files under an existing ``folder``, sorted (by suffix: :data:`IMAGE_SUFFIXES`).
+
+    Raises:
+        InputError: when there are none.
+    """
+    paths = sorted(
+        str(p) for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    )
+    if not paths:
+        raise InputError(f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)}) found")
+    return paths

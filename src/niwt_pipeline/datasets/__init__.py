@@ -1,12 +1,14 @@
 """Kedro datasets for the project: raw dataset layouts, domain-knowledge sources, tensors,
 resumable shard folders, the xlsa17 export folder, and the library's value objects (a
-trained backbone, class rows, the reference cache, the GZSL evaluation).
+trained backbone, class rows, the reference cache, the GZSL evaluation, the packaged
+zero-shot classifier).
 
 These are thin adapters from catalog entries to the library in ``niwt_pipeline.core``; swapping
 the dataset or the domain-knowledge source is a change of catalog entry, never of code.
 """
 
 from niwt_pipeline.datasets.backbone import TrainedBackboneDataset
+from niwt_pipeline.datasets.classifier import ZeroShotClassifierDataset
 from niwt_pipeline.datasets.domain_sources import (
     ClassEmbeddingsSource,
     CSVTableSource,
@@ -39,4 +41,5 @@ __all__ = [
     "TrainedBackboneDataset",
     "Xlsa17AttributesSource",
     "Xlsa17ExportDataset",
+    "ZeroShotClassifierDataset",
 ]

@@ -19,6 +19,8 @@ INPUTS = {
     "predicted_importance",
     "validation_choice",
     "ingestion_summary",
+    "inverse_map_weights",
+    "domain_knowledge_info",
     "params:transfer",
 }
 OUTPUTS = {
@@ -28,6 +30,7 @@ OUTPUTS = {
     "gzsl_mlflow_metrics",
     "seen_unseen_curve_plot",
     "confusion_matrix_plot",
+    "zero_shot_classifier",
 }
 INTERMEDIATES = {
     "reference_cache",
@@ -42,6 +45,7 @@ NODES = {
     "fit_baseline_models",
     "evaluate_gzsl",
     "report_gzsl",
+    "package_classifier",
 }
 
 
@@ -87,6 +91,8 @@ def outputs(run_pipeline, chain, params_for):
             "predicted_importance": chain.predicted_importance,
             "validation_choice": chain.validation_choice,
             "ingestion_summary": chain.ingestion_summary,
+            "inverse_map_weights": chain.inverse_map_weights,
+            "domain_knowledge_info": chain.domain_knowledge_info,
             "params:transfer": params_for("transfer"),
         },
     )
@@ -122,3 +128,6 @@ def test_run_equals_the_direct_node_calls(outputs, chain):
         assert produced.metrics == result.metrics, method
     assert outputs["gzsl_metrics"] == chain.gzsl_metrics
     assert outputs["gzsl_mlflow_metrics"] == chain.gzsl_mlflow_metrics
+    packaged, direct = outputs["zero_shot_classifier"], chain.zero_shot_classifier
+    assert np.array_equal(packaged.rows.weight, direct.rows.weight)
+    assert (packaged.gamma, packaged.fusion) == (direct.gamma, direct.fusion)

@@ -169,6 +169,26 @@ def _check_class_cell(
     seen_at[name] = line
 
 
+def read_path_list_csv(path: str | Path) -> list[str]:
+    """The ``path`` column of a CSV listing image files (other columns are ignored);
+    relative paths are made relative to the CSV's folder.
+
+    Raises:
+        InputError: naming the file (and line) when it is missing, has no ``path`` column,
+            a row has the wrong number of fields or an empty path.
+    """
+    path = Path(path)
+    header, rows = _read_csv(path, ["path"])
+    column = header.index("path")
+    paths = []
+    for line, cells in rows:
+        if not cells[column]:
+            raise fail(path, "empty path", line=line, key="path")
+        file = Path(cells[column])
+        paths.append(str(file if file.is_absolute() else path.parent / file))
+    return paths
+
+
 def read_descriptions_csv(
     path: str | Path, known_classes: Collection[str] | None = None
 ) -> pd.DataFrame:

@@ -13,6 +13,7 @@ Modules:
   matrices, :func:`gzsl_views` (draws a ``GZSLEvaluation`` as it is, recomputing nothing),
   the per-class accuracy and the Grad-CAM :func:`explanation_grid`.
 * :mod:`.neurons`: the neuron-name table, wide and as markdown.
+* :mod:`.gallery`: ``predictions.html``, the predict pipeline's gallery.
 * :mod:`.page`: :class:`ReportInputs` and :func:`build_report`, the HTML page.
 """
 
@@ -30,6 +31,7 @@ from niwt_pipeline.core.report.figures import (
     plot_confusion,
     plot_seen_unseen_curves,
 )
+from niwt_pipeline.core.report.gallery import predictions_gallery
 from niwt_pipeline.core.report.neurons import neuron_names_markdown, neuron_names_wide
 from niwt_pipeline.core.report.page import ReportInputs, build_report, stage_timings
 
@@ -50,5 +52,6 @@ __all__ = [
     "per_class_accuracy_figure",
     "plot_confusion",
     "plot_seen_unseen_curves",
+    "predictions_gallery",
     "stage_timings",
 ]

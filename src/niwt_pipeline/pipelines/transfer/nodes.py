@@ -13,13 +13,16 @@ import torch
 from matplotlib.figure import Figure
 
 from niwt_pipeline.core.baselines import ESZSLModel, fit_baselines
+from niwt_pipeline.core.classifier import ZeroShotClassifier
 from niwt_pipeline.core.data.tables import domain_knowledge_by_class
+from niwt_pipeline.core.explain.common import table_dimension_names
 from niwt_pipeline.core.gzsl import GZSLEvaluation, evaluate_methods
 from niwt_pipeline.core.importance import importance_columns
+from niwt_pipeline.core.mapper import InverseMap
 from niwt_pipeline.core.methods import METHODS, method_scores
 from niwt_pipeline.core.metrics import confusion_matrix
 from niwt_pipeline.core.report import plot_confusion, plot_seen_unseen_curves
-from niwt_pipeline.core.rows import RowSet
+from niwt_pipeline.core.rows import ClassRows, RowSet
 from niwt_pipeline.core.trained import TrainedBackbone
 from niwt_pipeline.core.transfer import ReferenceCache, make_variant, reference_cache, variant_rows
 from niwt_pipeline.params import TransferParams
@@ -228,3 +231,38 @@ def report_gzsl(
     names = classes.set_index("class_id").loc[gzsl_evaluation.class_ids, "name"].tolist()
     confusion_plot = plot_confusion(confusion, names, gzsl_evaluation.seen)
     return metrics, mlflow_metrics, curve_plot, confusion_plot
+
+
+def package_classifier(
+    backbone: TrainedBackbone,
+    niwt_rows: RowSet,
+    eszsl_model: ESZSLModel,
+    validation_choice: dict[str, Any],
+    classes: pd.DataFrame,
+    domain_knowledge: pd.DataFrame,
+    inverse_map_weights: dict[str, torch.Tensor],
+    domain_knowledge_info: dict[str, Any],
+) -> ZeroShotClassifier:
+    """The finished classifier over every class: the seen rows plus the validated NIWT rows
+    (``niwt_tuned``), its validated gamma and ESZSL fusion, and the inverse map for
+    explanations; it scores exactly as the GZSL evaluation's ``niwt_tuned``."""
+    ordered = classes.sort_values("class_id")
+    class_ids = ordered["class_id"].to_numpy(dtype=np.int64)
+    weight, bias = (backbone.seen_rows() + niwt_rows["niwt_tuned"]).rows_for(class_ids)
+    fusion = float(validation_choice["niwt_tuned"].get("fusion", 0.0))
+    dk = domain_knowledge_by_class(domain_knowledge).to_numpy(np.float64)
+    names, _ = table_dimension_names(domain_knowledge)
+    return ZeroShotClassifier(
+        backbone=backbone,
+        rows=ClassRows("niwt_tuned", class_ids, weight, bias),
+        class_names=ordered["name"].tolist(),
+        seen=ordered["seen"].to_numpy(dtype=bool),
+        gamma=float(validation_choice["methods"]["niwt_tuned"]["gamma"]),
+        method="niwt_tuned",
+        fusion=fusion,
+        eszsl=eszsl_model if fusion > 0 else None,
+        signatures=dk[class_ids] if fusion > 0 else None,
+        inverse=InverseMap.from_state(inverse_map_weights),
+        dimension_names=names,
+        domain_knowledge=str(domain_knowledge_info.get("source") or ""),
+    )

@@ -12,13 +12,15 @@ from niwt_pipeline.pipelines.transfer.nodes import (
     cache_reference,
     evaluate_gzsl,
     fit_baseline_models,
+    package_classifier,
     report_gzsl,
     transfer_niwt_rows,
 )
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """predicted importances + backbone -> NIWT rows, baselines, GZSL evaluation and plots."""
+    """predicted importances + backbone -> NIWT rows, baselines, GZSL evaluation and plots,
+    and the packaged zero-shot classifier."""
     return Pipeline(
         [
             Node(
@@ -85,6 +87,21 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "confusion_matrix_plot",
                 ],
                 name="report_gzsl",
+            ),
+            Node(
+                package_classifier,
+                inputs=[
+                    "backbone",
+                    "niwt_rows",
+                    "eszsl_model",
+                    "validation_choice",
+                    "classes",
+                    "domain_knowledge",
+                    "inverse_map_weights",
+                    "domain_knowledge_info",
+                ],
+                outputs="zero_shot_classifier",
+                name="package_classifier",
             ),
         ]
     )

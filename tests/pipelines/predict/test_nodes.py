@@ -1,0 +1,89 @@
+"""Predict nodes on the shared chain: the packaged classifier reproduces the GZSL
+evaluation, folders and CSVs of paths, bad files, and the gallery page."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from niwt_pipeline.core.errors import InputError
+from niwt_pipeline.pipelines.predict.nodes import classify_images, render_predictions
+
+
+def _test_images(chain):
+    evaluation = chain.gzsl_evaluation
+    table = chain.images.set_index("image_id").loc[evaluation.image_ids].reset_index()
+    return evaluation, table
+
+
+def test_the_default_images_are_the_test_images_and_reproduce_the_evaluation(chain, params_for):
+    evaluation, table = _test_images(chain)
+    predictions = classify_images(chain.zero_shot_classifier, chain.images, params_for("predict"))
+    by_path = predictions.set_index("image")
+    rows = by_path.loc[table["path"].astype(str)]
+    result = evaluation.results["niwt_tuned"]
+    assert (rows["error"] == "").all()
+    # same class for every image
+    assert rows["class_id_1"].tolist() == result.predicted.tolist()
+    # same score: the stored (float32) score calibrated at the same gamma
+    columns = evaluation.columns_of(result.predicted)
+    stored = result.scores[np.arange(len(columns)), columns].astype(np.float64)
+    calibrated = stored - result.gamma * evaluation.seen[columns]
+    np.testing.assert_allclose(rows["score_1"].to_numpy(), calibrated, rtol=1e-4, atol=1e-4)
+    assert chain.zero_shot_classifier.gamma == result.gamma
+
+
+def test_a_folder_with_a_corrupt_file_and_a_stray_file(chain, params_for, tmp_path):
+    _, table = _test_images(chain)
+    for path in table["path"].head(4):
+        Image.open(path).save(tmp_path / f"{len(list(tmp_path.iterdir()))}.png")
+    (tmp_path / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    (tmp_path / "notes.txt").write_text("not an image, not listed")
+    predictions = classify_images(
+        chain.zero_shot_classifier,
+        chain.images,
+        params_for("predict", {"images": str(tmp_path), "top_k": 2}),
+    )
+    assert len(predictions) == 5  # the four images and the corrupt one; .txt is not listed
+    bad = predictions["image"] == str(tmp_path / "corrupt.png")
+    assert predictions.loc[bad, "error"].str.contains("not a readable image").all()
+    assert (predictions.loc[~bad, "error"] == "").all()
+    assert (predictions.loc[~bad, "class_1"] != "").all()
+    assert {"class_2", "probability_2", "seen_2", "explanation"} <= set(predictions.columns)
+    csv_rows, page = render_predictions(
+        predictions, chain.zero_shot_classifier, params_for("predict")
+    )
+    assert csv_rows is predictions
+    assert page.count("class='card'") == 4 and page.count("class='card error'") == 1
+    assert "5 image(s), 4 classified, 1 not readable" in page
+
+
+def test_a_csv_of_paths_relative_to_its_folder(chain, params_for, tmp_path):
+    _, table = _test_images(chain)
+    Image.open(table["path"].iloc[0]).save(tmp_path / "a.png")
+    (tmp_path / "list.csv").write_text("path,note\na.png,first\n")
+    predictions = classify_images(
+        chain.zero_shot_classifier,
+        chain.images,
+        params_for("predict", {"images": str(tmp_path / "list.csv")}),
+    )
+    assert predictions["image"].tolist() == [str(tmp_path / "a.png")]
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: p / "nowhere", "images folder not found: .*nowhere"),
+        (lambda p: p, "no image files"),
+        (lambda p: (p / "l.csv").write_text("file\nx.png\n") and p / "l.csv", "must have columns"),
+    ],
+)
+def test_bad_image_sources_name_the_culprit(chain, params_for, tmp_path, make, message):
+    source = make(tmp_path)
+    with pytest.raises(InputError, match=message):
+        classify_images(
+            chain.zero_shot_classifier,
+            chain.images,
+            params_for("predict", {"images": str(source)}),
+        )
