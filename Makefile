@@ -13,7 +13,7 @@ export TRANSFORMERS_OFFLINE := 1
 export OMP_WAIT_POLICY := PASSIVE
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup run test lint viz mlflow-ui clean-data benchmarks
+.PHONY: setup run test lint viz mlflow-ui serve clean-data benchmarks
 
 setup: $(STAMP)
 
@@ -42,6 +42,14 @@ benchmarks: setup
 
 mlflow-ui: setup
 	$(BIN)/kedro mlflow ui
+
+# Serve the registered classifier over HTTP (POST /invocations); MODEL defaults to the
+# latest registered version, e.g. MODEL=runs:/<run_id>/zero_shot_classifier for another.
+MODEL ?= models:/niwt-zero-shot-classifier/latest
+PORT  ?= 5001
+serve: setup
+	PATH="$(abspath $(BIN)):$$PATH" MLFLOW_TRACKING_URI=sqlite:///$(abspath mlflow.db) \
+	  $(BIN)/mlflow models serve -m "$(MODEL)" --env-manager local -h 127.0.0.1 -p $(PORT)
 
 clean-data:
 	find data -mindepth 2 ! -name .gitkeep -delete

@@ -183,6 +183,22 @@ class TypedParamsMlflowHook(MlflowHook):
         plain = {name: _plain(value) for name, value in inputs.items()}
         super().before_node_run(node, catalog, plain, is_async)
 
+    @hook_impl
+    def after_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
+        """kedro-mlflow logs the inference pipeline bound to ``pipeline`` (if any) as an
+        MLflow model; this registers it under ``serving.registered_model_name`` too."""
+        from kedro_mlflow.pipeline.pipeline_ml import PipelineML
+
+        from niwt_pipeline.params import ServingParams
+
+        if isinstance(pipeline, PipelineML):
+            serving = ServingParams.model_validate(_load_params(catalog).get("serving") or {})
+            kwargs = dict(pipeline.log_model_kwargs)
+            if serving.registered_model_name:
+                kwargs["registered_model_name"] = serving.registered_model_name
+            pipeline.log_model_kwargs = kwargs
+        super().after_pipeline_run(run_params, pipeline, catalog)
+
 
 def _plain(value: Any) -> Any:
     """A pydantic model or dataclass as a JSON-ready dict; anything else unchanged."""

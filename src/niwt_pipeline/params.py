@@ -287,6 +287,13 @@ class PredictParams(_Block):
     gallery_max: int = Field(200, ge=0)  # images shown in predictions.html (the first N)
 
 
+class ServingParams(_Block):
+    """``params:serving``: where the MLflow model logged with each training run is
+    registered (read by the MLflow hook, not by a node)."""
+
+    registered_model_name: str | None = Field("niwt-zero-shot-classifier", min_length=1)
+
+
 #: Every parameter block and its model (``importance`` and ``export`` take no parameters).
 BLOCKS: dict[str, type[BaseModel]] = {
     "runtime": RuntimeParams,
@@ -298,6 +305,7 @@ BLOCKS: dict[str, type[BaseModel]] = {
     "validation": ValidationParams,
     "explanation": ExplanationParams,
     "predict": PredictParams,
+    "serving": ServingParams,
 }
 
 __all__ = [
@@ -312,6 +320,7 @@ __all__ = [
     "ReferenceParams",
     "ReportParams",
     "RuntimeParams",
+    "ServingParams",
     "TransferParams",
     "ValidationParams",
     "VisualParams",

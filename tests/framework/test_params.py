@@ -63,8 +63,10 @@ def test_every_block_forbids_unknown_keys_and_has_defaults(block):
         model.model_validate({"nonsense": 1})
 
 
-def test_blocks_are_the_pipelines_that_take_parameters_and_the_runtime():
+def test_blocks_are_the_pipelines_that_take_parameters_the_runtime_and_serving():
     assert set(BLOCKS) == {
+        "predict",
+        "serving",
         "runtime",
         "ingestion",
         "backbone",

@@ -270,7 +270,7 @@ def chain(raw_world: RawDataset, domain_source: NativeAttributes, params_for) ->
         outputs, images, roles, dk, backbone, transfer
     )
     rows, transfer_report = transfer_niwt_rows(
-        reference, predicted, backbone, baseline_rows, choice, transfer
+        reference, predicted, mapper_weights, classes, dk, backbone, baseline_rows, choice, transfer
     )
     evaluation = evaluate_gzsl(
         outputs, images, classes, dk, backbone, rows, baseline_rows, eszsl, choice

@@ -25,6 +25,8 @@ A classifier is stored as a folder, read without Kedro and without unpickling an
 
 from __future__ import annotations
 
+import base64
+import binascii
 import io
 import json
 import logging
@@ -484,6 +486,8 @@ class _ImageItems(Dataset):
         if isinstance(item, torch.Tensor):
             return f"#{index}", "", item.float()
         name = str(item) if isinstance(item, (str, Path)) else f"#{index}"
+        if isinstance(item, InputError):  # a request row that could not be decoded
+            return name, str(item), None
         try:
             if isinstance(item, (str, Path)):
                 img = load_rgb(item)
@@ -496,6 +500,39 @@ class _ImageItems(Dataset):
             return name, "", self.prepare(img)
         except InputError as exc:
             return name, str(exc), None
+
+
+def request_images(request: pd.DataFrame) -> list[ImageInput | InputError]:
+    """The images of a prediction request (e.g. the DataFrame an MLflow model server hands
+    over): a ``path`` column of image files, or an ``image`` column of base64-encoded image
+    bytes (one of the two per row; ``image`` wins where both are given).
+
+    A row whose base64 cannot be decoded becomes an :class:`InputError` that
+    :meth:`ZeroShotClassifier.predict` reports in that row's ``error``.
+
+    Raises:
+        InputError: when the request has neither column.
+    """
+    columns = [c for c in ("image", "path") if c in request.columns]
+    if not columns:
+        raise InputError(
+            f"a prediction request needs a `path` column (image files) or an `image` column "
+            f"(base64-encoded image bytes); got columns {list(request.columns)}"
+        )
+    items: list[ImageInput | InputError] = []
+    for i, row in enumerate(request[columns].itertuples(index=False)):
+        values = dict(zip(columns, row, strict=True))
+        encoded = values.get("image")
+        if isinstance(encoded, str) and encoded:
+            try:
+                items.append(base64.b64decode(encoded, validate=True))
+            except (binascii.Error, ValueError) as exc:
+                items.append(InputError(f"row {i}: `image` is not valid base64 ({exc})"))
+        elif isinstance(values.get("path"), str) and values["path"]:
+            items.append(values["path"])
+        else:
+            items.append(InputError(f"row {i}: neither `image` nor `path` is given"))
+    return items
 
 
 def _image_from_bytes(data: bytes, name: str) -> Image.Image:

@@ -17,8 +17,9 @@ from __future__ import annotations
 import functools
 import logging
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -26,7 +27,8 @@ import pandas as pd
 from niwt_pipeline.core.data.own import read_class_table_csv, read_descriptions_csv
 from niwt_pipeline.core.data.tables import RawDataset
 from niwt_pipeline.core.data.xlsa17 import dim_names, read_att_splits, read_class_embeddings_mat
-from niwt_pipeline.core.errors import fail
+from niwt_pipeline.core.errors import InputError, fail
+from niwt_pipeline.core.extra import ExtraClasses, extra_table
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -46,6 +48,19 @@ class DomainSource(Protocol):
 
     def build(self, raw: RawDataset) -> pd.DataFrame:
         """The (C', D) float64 table, index ``class_name`` in ``raw.classes`` order."""
+        ...
+
+    def state(self) -> dict[str, Any]:
+        """What :meth:`build` fitted (e.g. the divisor of a scaling), JSON-ready; recorded in
+        ``domain_knowledge_info`` so that :meth:`describe_extra` treats new classes alike."""
+        ...
+
+    def describe_extra(
+        self, extra: ExtraClasses, state: Mapping[str, Any], columns: Sequence[str]
+    ) -> pd.DataFrame:
+        """The (E, D) float64 rows of classes defined by their description alone, embedded
+        or scaled exactly as :meth:`build` treated the dataset's classes (``state``), with
+        the dataset's ``columns``."""
         ...
 
 
@@ -138,6 +153,35 @@ class NativeAttributes:
                     key="attributes",
                 )
             values = values / norms
+        self._state = {"scale": self.scale, "divisor": float(top) if self.scale == "max" else None}
+        return pd.DataFrame(values, index=table.index, columns=table.columns)
+
+    def state(self) -> dict[str, Any]:
+        """``{"scale", "divisor"}``: the scaling and, for ``"max"``, the maximum divided by.
+
+        Raises:
+            RuntimeError: before :meth:`build`.
+        """
+        return _built_state(self)
+
+    def describe_extra(
+        self, extra: ExtraClasses, state: Mapping[str, Any], columns: Sequence[str]
+    ) -> pd.DataFrame:
+        """The extra classes' attribute rows scaled as the dataset's were: divided by the
+        dataset's maximum (``"max"``), L2-normalised per class (``"l2"``) or unchanged.
+
+        Raises:
+            InputError: naming the file when it gives descriptions instead of attributes,
+                its columns differ from ``columns`` (naming the missing and extra ones), or
+                a class vector is all zero under ``"l2"``.
+        """
+        table = extra_table(extra, columns)
+        values = table.to_numpy()
+        scale = _state_value(state, "scale", extra)
+        if scale == "max":
+            values = values / float(_state_value(state, "divisor", extra))
+        elif scale == "l2":
+            values = _l2_rows(values, table.index, extra)
         return pd.DataFrame(values, index=table.index, columns=table.columns)
 
 
@@ -181,7 +225,31 @@ class Xlsa17Attributes:
         table = pd.DataFrame(
             matrix.T, index=splits.allclasses_names, columns=pd.Index(names, dtype="str")
         )
+        self._state = {"which": self.which}
         return align_to_classes(table, raw, f"{self.path} [{self.which}]")
+
+    def state(self) -> dict[str, Any]:
+        """``{"which"}``: ``att`` (L2-normalised per class) or ``original_att``.
+
+        Raises:
+            RuntimeError: before :meth:`build`.
+        """
+        return _built_state(self)
+
+    def describe_extra(
+        self, extra: ExtraClasses, state: Mapping[str, Any], columns: Sequence[str]
+    ) -> pd.DataFrame:
+        """The extra classes' attribute rows (in ``original_att`` units), L2-normalised per
+        class when the dataset uses ``att``.
+
+        Raises:
+            InputError: as :meth:`NativeAttributes.describe_extra`.
+        """
+        table = extra_table(extra, columns)
+        values = table.to_numpy()
+        if _state_value(state, "which", extra) == "att":
+            values = _l2_rows(values, table.index, extra)
+        return pd.DataFrame(values, index=table.index, columns=table.columns)
 
 
 class MatClassEmbeddings:
@@ -198,9 +266,28 @@ class MatClassEmbeddings:
     def build(self, raw: RawDataset) -> pd.DataFrame:
         """The (C', D) float64 embedding table (e.g. D = 1024 for CUB sentences); InputError
         on a bad file (see :func:`read_class_embeddings_mat`) or no class in common."""
+        self._state = {}
         return align_to_classes(
             read_class_embeddings_mat(self.path, self.key), raw, f"{self.path} [{self.key}]"
         )
+
+    def state(self) -> dict[str, Any]:
+        """``{}``: the embeddings are used as they are.
+
+        Raises:
+            RuntimeError: before :meth:`build`.
+        """
+        return _built_state(self)
+
+    def describe_extra(
+        self, extra: ExtraClasses, state: Mapping[str, Any], columns: Sequence[str]
+    ) -> pd.DataFrame:
+        """The extra classes' embedding rows, as they are (same columns as the file's).
+
+        Raises:
+            InputError: as :meth:`NativeAttributes.describe_extra`.
+        """
+        return extra_table(extra, columns)
 
 
 class CSVClassTable:
@@ -216,7 +303,26 @@ class CSVClassTable:
     def build(self, raw: RawDataset) -> pd.DataFrame:
         """The (C', D) float64 table read from the CSV; InputError on a malformed file or
         no class in common with ``raw``."""
+        self._state = {}
         return align_to_classes(read_class_table_csv(self.path), raw, self.path)
+
+    def state(self) -> dict[str, Any]:
+        """``{}``: the table's values are used as they are.
+
+        Raises:
+            RuntimeError: before :meth:`build`.
+        """
+        return _built_state(self)
+
+    def describe_extra(
+        self, extra: ExtraClasses, state: Mapping[str, Any], columns: Sequence[str]
+    ) -> pd.DataFrame:
+        """The extra classes' rows, as they are (same columns as the table's).
+
+        Raises:
+            InputError: as :meth:`NativeAttributes.describe_extra`.
+        """
+        return extra_table(extra, columns)
 
 
 def resolve_text_model(model: str | Path) -> Path:
@@ -324,23 +430,92 @@ class TextEmbeddings:
         columns ``emb_000``..; InputError if a class lacks a description, the layout has none,
         or the model cannot be found (see :func:`resolve_text_model`)."""
         table = self._texts(raw)
+        frame = self._embed(table, list(raw.classes["class_name"]))
+        logger.info(
+            "embedded %d descriptions of %d classes (%s)", len(table), len(frame), self.model
+        )
+        self._state = {"model": str(self.model), "normalize": self.normalize}
+        return frame
+
+    def _embed(self, texts: pd.DataFrame, names: list[str]) -> pd.DataFrame:
+        """Mean embedding per class of ``texts`` (``class_name``, ``text``), rows ``names``."""
         model = _load_text_model(str(resolve_text_model(self.model)), self.device)
         vectors = model.encode(
-            list(table["text"]),
+            list(texts["text"]),
             batch_size=self.batch_size,
             convert_to_numpy=True,
             normalize_embeddings=self.normalize,
             show_progress_bar=False,
         ).astype(np.float64)
-        means = pd.DataFrame(vectors).groupby(table["class_name"].to_numpy()).mean()
-        values = means.loc[list(raw.classes["class_name"])].to_numpy()
+        means = pd.DataFrame(vectors).groupby(texts["class_name"].to_numpy()).mean()
+        values = means.loc[names].to_numpy()
         if self.normalize:
             values = values / np.linalg.norm(values, axis=1, keepdims=True)
-        logger.info(
-            "embedded %d descriptions of %d classes (%s)", len(table), len(values), self.model
-        )
         return pd.DataFrame(
             values,
-            index=pd.Index(list(raw.classes["class_name"]), name="class_name", dtype="str"),
+            index=pd.Index(names, name="class_name", dtype="str"),
             columns=dim_names("emb", values.shape[1]),
         )
+
+    def state(self) -> dict[str, Any]:
+        """``{"model", "normalize"}``: the text model and the normalisation used.
+
+        Raises:
+            RuntimeError: before :meth:`build`.
+        """
+        return _built_state(self)
+
+    def describe_extra(
+        self, extra: ExtraClasses, state: Mapping[str, Any], columns: Sequence[str]
+    ) -> pd.DataFrame:
+        """The extra classes' descriptions embedded with the dataset's model and averaged
+        per class, exactly as :meth:`build` embeds the dataset's.
+
+        Raises:
+            InputError: naming the file when it gives numbers instead of ``class_name,text``
+                rows, or the dataset was embedded with another model or normalisation
+                (re-run ingestion).
+        """
+        if extra.texts is None:
+            raise fail(
+                extra.path,
+                "the domain knowledge is text embeddings: give `class_name,text` rows "
+                "(one description per row, several rows per class allowed)",
+                line=1,
+            )
+        used = (state.get("model"), state.get("normalize"))
+        if used != (str(self.model), self.normalize):
+            raise InputError(
+                f"{extra.path}: the dataset was embedded with model {used[0]!r}, "
+                f"normalize={used[1]}, the source is now {self.model!r}, "
+                f"normalize={self.normalize}: re-run `kedro run --pipelines=ingestion` first"
+            )
+        frame = self._embed(extra.texts, list(dict.fromkeys(extra.texts["class_name"])))
+        if list(frame.columns) != list(columns):
+            raise fail(
+                extra.path, f"{frame.shape[1]} embedding dimensions, the dataset has {len(columns)}"
+            )
+        return frame
+
+
+def _built_state(source: object) -> dict[str, Any]:
+    state = getattr(source, "_state", None)
+    if state is None:
+        raise RuntimeError(f"{type(source).__name__}.state(): call build() first")
+    return dict(state)
+
+
+def _state_value(state: Mapping[str, Any], key: str, extra: ExtraClasses) -> Any:
+    if key not in state:
+        raise InputError(
+            f"{extra.path}: the saved domain knowledge does not record its {key!r} (it was "
+            "built by an older version): re-run `kedro run --pipelines=ingestion` first"
+        )
+    return state[key]
+
+
+def _l2_rows(values: np.ndarray, names: pd.Index, extra: ExtraClasses) -> np.ndarray:
+    norms = np.linalg.norm(values, axis=1, keepdims=True)
+    if (norms == 0).any():
+        raise fail(extra.path, f"class {names[np.flatnonzero(norms == 0)[0]]!r}: all-zero vector")
+    return values / norms

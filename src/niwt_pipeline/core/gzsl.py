@@ -168,6 +168,27 @@ class GZSLEvaluation:
         """(N,) the column of each image's true class."""
         return self.problem.labels
 
+    def class_coverage(self, names: list[str]) -> dict[str, object]:
+        """Which classes the accuracies cover: every class is scored, but S and U average
+        only over the classes with test images (a class defined by its description alone
+        has none).
+
+        Args:
+            names: (C,) the class names, in column order.
+
+        Returns:
+            ``{"n_classes", "n_evaluated", "n_seen_evaluated", "n_unseen_evaluated",
+            "not_evaluated"}`` (``not_evaluated``: names of the classes without test images).
+        """
+        evaluated = np.isin(self.class_ids, self.labels)
+        return {
+            "n_classes": int(len(self.class_ids)),
+            "n_evaluated": int(evaluated.sum()),
+            "n_seen_evaluated": int((evaluated & self.seen).sum()),
+            "n_unseen_evaluated": int((evaluated & ~self.seen).sum()),
+            "not_evaluated": [n for n, e in zip(names, evaluated, strict=True) if not e],
+        }
+
     def columns_of(self, class_ids: np.ndarray) -> np.ndarray:
         """The columns of the given class ids."""
         column = {int(c): j for j, c in enumerate(self.class_ids)}

@@ -17,6 +17,7 @@ from niwt_pipeline.datasets.domain_sources import (
     Xlsa17AttributesSource,
 )
 from niwt_pipeline.datasets.export import Xlsa17ExportDataset
+from niwt_pipeline.datasets.extra_classes import ExtraClassesDataset
 from niwt_pipeline.datasets.raw_sources import (
     AttributeWorldDataset,
     AWA2Dataset,
@@ -31,6 +32,7 @@ __all__ = [
     "AttributeWorldDataset",
     "CSVTableSource",
     "CUBDataset",
+    "ExtraClassesDataset",
     "ClassEmbeddingsSource",
     "NativeAttributesSource",
     "OwnLayoutDataset",

@@ -24,8 +24,9 @@ class ZeroShotClassifierDataset(AbstractDataset[ZeroShotClassifier, ZeroShotClas
     """
 
     def __init__(self, *, path: str, metadata: dict[str, Any] | None = None) -> None:
-        self._path = PurePosixPath(path)
-        self._filepath = self._path  # the folder, for MLflow artifact logging
+        # ``_filepath`` is the folder: kedro-mlflow logs it as the artifact of a packaged
+        # inference pipeline and points it at the logged copy when the model is loaded.
+        self._filepath = PurePosixPath(path)
         self.metadata = metadata
 
     def load(self) -> ZeroShotClassifier:
@@ -35,7 +36,7 @@ class ZeroShotClassifierDataset(AbstractDataset[ZeroShotClassifier, ZeroShotClas
             InputError: when the folder, a file or a tensor is missing, or the folder was
                 written by an incompatible version (see :meth:`ZeroShotClassifier.load`).
         """
-        return ZeroShotClassifier.load(Path(self._path))
+        return ZeroShotClassifier.load(Path(self._filepath))
 
     def save(self, data: ZeroShotClassifier) -> None:
         """Write the classifier (atomically; see :meth:`ZeroShotClassifier.save`).
@@ -44,11 +45,11 @@ class ZeroShotClassifierDataset(AbstractDataset[ZeroShotClassifier, ZeroShotClas
             DatasetError: if ``data`` is not a :class:`ZeroShotClassifier`.
         """
         if not isinstance(data, ZeroShotClassifier):
-            raise DatasetError(f"{self._path}: expected a ZeroShotClassifier, got {type(data)}")
-        data.save(Path(self._path))
+            raise DatasetError(f"{self._filepath}: expected a ZeroShotClassifier, got {type(data)}")
+        data.save(Path(self._filepath))
 
     def _exists(self) -> bool:
-        return (Path(self._path) / SPEC_FILE).is_file()
+        return (Path(self._filepath) / SPEC_FILE).is_file()
 
     def _describe(self) -> dict[str, Any]:
-        return {"path": str(self._path)}
+        return {"path": str(self._filepath)}

@@ -127,13 +127,25 @@ def test_non_string_columns_are_renamed(tmp_path: Path) -> None:
     assert table.columns.tolist() == ["class_id", "name", "dim_000", "dim_001", "dim_002"]
 
 
-def test_empty_class(tmp_path: Path) -> None:
+def test_a_seen_class_without_images_is_refused(tmp_path: Path) -> None:
     raw = make_raw(tmp_path)
-    raw = dataclasses.replace(raw, images=raw.images[raw.images["class_name"] != "cat"])
+    raw = dataclasses.replace(raw, images=raw.images[raw.images["class_name"] != "ant"])
     with pytest.raises(
-        InputError, match=r"toy \[classes\]: class 'cat' has no images in any split"
+        InputError, match=r"toy \[classes\]: seen class 'ant' has no images in any split"
     ):
         canonicalise(raw, domain())
+
+
+def test_an_unseen_class_without_images_is_defined_by_its_domain_knowledge(
+    tmp_path: Path,
+) -> None:
+    raw = make_raw(tmp_path)
+    raw = dataclasses.replace(raw, images=raw.images[raw.images["class_name"] != "cat"])
+    images, classes, dk = canonicalise(raw, domain())
+    assert classes["name"].tolist() == ["ant", "bee", "cat", "dog"]
+    assert classes.set_index("name").loc["cat", "seen"] == np.False_
+    assert 2 not in set(images["class_id"])  # cat: a row of domain knowledge, no image
+    assert dk.set_index("name").loc["cat"].tolist()[1:] == [6.0, 7.0, 8.0]
 
 
 def test_seen_class_without_trainval(tmp_path: Path) -> None:

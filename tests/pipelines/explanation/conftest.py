@@ -75,6 +75,7 @@ def upstream(
     name (shared by the whole session: tests must not modify them)."""
     from niwt_pipeline.datasets import (
         AttributeWorldDataset,
+        ExtraClassesDataset,
         NativeAttributesSource,
         ShardStoreDataset,
     )
@@ -90,6 +91,7 @@ def upstream(
                 path=str(root / "world"), world=dict(test_config["globals"]["world"])
             ),
             "domain_knowledge_source": NativeAttributesSource(scale="max"),
+            "extra_classes": ExtraClassesDataset(filepath=str(root / "extra_classes.csv")),
             "image_output_shards": ShardStoreDataset(path=str(root / "shards")),
             **{name: _KeptMemoryDataset() for name in pipeline.all_outputs()},
         }

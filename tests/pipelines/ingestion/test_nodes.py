@@ -33,6 +33,7 @@ def test_domain_knowledge_has_one_row_per_class_in_dataset_order(chain):
         "source": "native class attributes of the layout, scale='max'",
         "n_classes": N_CLASSES,
         "n_dims": values.shape[1],
+        "state": {"scale": "max", "divisor": 1.0},  # the world's attributes are fractions
     }
 
 

@@ -84,6 +84,9 @@ def _transfer(chain, params, cache=None, choice=None, predicted=None):
     return transfer_niwt_rows(
         chain.reference_cache if cache is None else cache,
         chain.predicted_importance if predicted is None else predicted,
+        chain.mapper_weights,
+        chain.classes,
+        chain.domain_knowledge,
         chain.backbone,
         chain.baseline_rows,
         chain.validation_choice if choice is None else choice,
@@ -182,6 +185,9 @@ def test_rows_need_a_ridge_row_for_every_new_class(chain, params_for):
         transfer_niwt_rows(
             chain.reference_cache,
             chain.predicted_importance,
+            chain.mapper_weights,
+            chain.classes,
+            chain.domain_knowledge,
             chain.backbone,
             short,
             choice,

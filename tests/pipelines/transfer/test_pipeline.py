@@ -7,9 +7,13 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
+from niwt_pipeline.core.extra import ExtraClasses
 from niwt_pipeline.pipelines.transfer.pipeline import create_pipeline
 
 INPUTS = {
+    "extra_classes",
+    "domain_knowledge_source",
+    "mapper_weights",
     "backbone",
     "backbone_roles",
     "images",
@@ -33,6 +37,8 @@ OUTPUTS = {
     "zero_shot_classifier",
 }
 INTERMEDIATES = {
+    "classifier_classes",
+    "classifier_domain_knowledge",
     "reference_cache",
     "niwt_rows",
     "baseline_rows",
@@ -40,6 +46,7 @@ INTERMEDIATES = {
     "gzsl_evaluation",
 }
 NODES = {
+    "describe_extra_classes",
     "cache_reference",
     "transfer_niwt_rows",
     "fit_baseline_models",
@@ -74,11 +81,12 @@ def test_pipeline_reads_only_what_earlier_pipelines_write():
         )
     )
 
-    assert {name for name in INPUTS if not name.startswith("params:")} <= upstream
+    raw = {"extra_classes", "domain_knowledge_source"}  # catalog entries people write
+    assert {name for name in INPUTS if not name.startswith("params:")} - raw <= upstream
 
 
 @pytest.fixture(scope="module")
-def outputs(run_pipeline, chain, params_for):
+def outputs(run_pipeline, chain, params_for, domain_source):
     produced = run_pipeline(
         create_pipeline(),
         {
@@ -92,6 +100,9 @@ def outputs(run_pipeline, chain, params_for):
             "validation_choice": chain.validation_choice,
             "ingestion_summary": chain.ingestion_summary,
             "inverse_map_weights": chain.inverse_map_weights,
+            "extra_classes": ExtraClasses("none.csv"),
+            "domain_knowledge_source": domain_source,
+            "mapper_weights": chain.mapper_weights,
             "domain_knowledge_info": chain.domain_knowledge_info,
             "params:transfer": params_for("transfer"),
         },

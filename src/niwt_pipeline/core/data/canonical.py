@@ -77,13 +77,16 @@ def _select_classes(raw: RawDataset, classes: ClassSelection, with_files: set[st
 
 
 def _check_class_splits(raw: RawDataset, included: list[str], images: pd.DataFrame) -> None:
-    """Every included class has images; seen classes have trainval and no test_unseen images."""
+    """Seen classes have trainval and no test_unseen images; unseen classes have only
+    test_unseen images, or none (a class defined by its domain knowledge alone)."""
     seen = dict(zip(raw.classes["class_name"], raw.classes["seen"], strict=True))
     splits_of = images.groupby("class_name")["split"].agg(set)
     for name in included:
         splits = splits_of.get(name, set())
-        if not splits:
-            raise fail(raw.root, f"class {name!r} has no images in any split", key="classes")
+        if not splits and seen[name]:
+            raise fail(raw.root, f"seen class {name!r} has no images in any split", key="classes")
+        if not splits:  # an unseen class defined by its domain knowledge alone
+            continue
         if seen[name] and "trainval" not in splits:
             raise fail(raw.root, f"seen class {name!r} has no trainval images", key="classes")
         if seen[name] and "test_unseen" in splits:

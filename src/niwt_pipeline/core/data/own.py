@@ -21,7 +21,8 @@ Rules the reader enforces (every message names the file, and the line, class or 
 * ``splits.csv`` paths are unique, ``<class_name>/<file>`` with a known class, split names are
   valid and every listed file exists;
 * a seen class has at least one trainval image and only trainval/test_seen images; an unseen
-  class has at least one image and only test_unseen images;
+  class has only test_unseen images, or none: then it is defined by its domain knowledge
+  alone (it gets a classifier row and is left out of the accuracies);
 * ``attributes.csv`` has one row per class, finite numbers only: an empty cell (missing value)
   is an error, since no missing-value policy is applied to user data;
 * ``descriptions.csv`` rows name known classes and have non-empty text;
@@ -314,11 +315,18 @@ def _check_class_images(
         relpath.split("/")[0] for relpath, split in split_of.items() if split == "trainval"
     }
     for name, is_seen in seen.items():
-        if name not in has_images:
+        if is_seen and name not in has_images:
             raise fail(
                 root / "classes.csv",
-                f"class {name!r} has no images in splits.csv",
+                f"seen class {name!r} has no images in splits.csv",
                 line=lines[name],
+            )
+        if not is_seen and name not in has_images:
+            logger.info(
+                "%s: unseen class %r has no images: it is defined by its domain knowledge "
+                "alone (it gets a classifier row and is left out of the accuracies)",
+                root / "classes.csv",
+                name,
             )
         if is_seen and name not in has_trainval:
             raise fail(

@@ -36,7 +36,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 explain_predictions,
                 inputs=[
                     "images",
-                    "classes",
+                    "classifier_classes",
                     "domain_knowledge",
                     "backbone",
                     "niwt_rows",
@@ -51,7 +51,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 visualise_explanations,
                 inputs=[
                     "textual_explanations",
-                    "classes",
+                    "classifier_classes",
                     "backbone",
                     "niwt_rows",
                     "params:explanation",
@@ -78,7 +78,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "ingestion_summary",
                     "gzsl_metrics",
                     "gzsl_evaluation",
-                    "classes",
+                    "classifier_classes",
                     "textual_explanations",
                     "explanation_examples",
                     "neuron_names",

@@ -29,6 +29,7 @@ def build_domain_knowledge(
         "source": domain_knowledge_source.describe(),
         "n_classes": int(table.shape[0]),
         "n_dims": int(table.shape[1]),
+        "state": domain_knowledge_source.state(),
     }
     logger.info("domain knowledge: %s, %d classes x %d dimensions", info["source"], *table.shape)
     return table.rename_axis("class_name").reset_index(), info

@@ -16,9 +16,9 @@ from niwt_pipeline.core.baselines import ESZSLModel, fit_baselines
 from niwt_pipeline.core.classifier import ZeroShotClassifier
 from niwt_pipeline.core.data.tables import domain_knowledge_by_class
 from niwt_pipeline.core.explain.common import table_dimension_names
+from niwt_pipeline.core.extra import ExtraClasses, add_described_classes, new_class_targets
 from niwt_pipeline.core.gzsl import GZSLEvaluation, evaluate_methods
-from niwt_pipeline.core.importance import importance_columns
-from niwt_pipeline.core.mapper import InverseMap
+from niwt_pipeline.core.mapper import InverseMap, LinearMapper
 from niwt_pipeline.core.methods import METHODS, method_scores
 from niwt_pipeline.core.metrics import confusion_matrix
 from niwt_pipeline.core.report import plot_confusion, plot_seen_unseen_curves
@@ -29,6 +29,36 @@ from niwt_pipeline.params import TransferParams
 from niwt_pipeline.tracking import as_metrics
 
 logger = logging.getLogger(__name__)
+
+
+def describe_extra_classes(
+    extra_classes: ExtraClasses,
+    domain_knowledge_source: Any,
+    domain_knowledge_info: dict[str, Any],
+    classes: pd.DataFrame,
+    domain_knowledge: pd.DataFrame,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every class the classifier scores: the dataset's, then the classes of
+    ``extra_classes`` embedded or scaled by the domain-knowledge source exactly as the
+    dataset's were (its recorded state), with the next class ids.
+
+    Returns:
+        ``classifier_classes`` (``class_id``, ``name``, ``seen``) and
+        ``classifier_domain_knowledge`` (``class_id``, ``name``, dimensions).
+    """
+    if not len(extra_classes):
+        return classes.copy(), domain_knowledge.copy()
+    rows = domain_knowledge_source.describe_extra(
+        extra_classes, domain_knowledge_info.get("state") or {}, list(domain_knowledge.columns[2:])
+    )
+    all_classes, all_dk = add_described_classes(rows, extra_classes, classes, domain_knowledge)
+    logger.info(
+        "%d class(es) defined by their description alone (%s): %s",
+        len(rows),
+        extra_classes.path,
+        ", ".join(map(str, rows.index[:10])),
+    )
+    return all_classes, all_dk
 
 
 def cache_reference(
@@ -80,22 +110,29 @@ def fit_baseline_models(
 def transfer_niwt_rows(
     reference_cache: ReferenceCache,
     predicted_importance: pd.DataFrame,
+    mapper_weights: dict[str, torch.Tensor],
+    classifier_classes: pd.DataFrame,
+    classifier_domain_knowledge: pd.DataFrame,
     backbone: TrainedBackbone,
     baseline_rows: RowSet,
     validation_choice: dict[str, Any],
     options: TransferParams,
 ) -> tuple[RowSet, dict[str, Any]]:
-    """NIWT rows for every class the backbone was not trained on, whose importance on the
-    reference images matches the mapper's prediction, twice: with the configured settings
-    (``niwt``, ``transfer.niwt``) and with the variant the validation chose (``niwt_tuned``).
+    """NIWT rows for every class the backbone was not trained on (the dataset's unseen
+    classes and those defined by description alone), whose importance on the reference
+    images matches the mapper's prediction, twice: with the configured settings (``niwt``,
+    ``transfer.niwt``) and with the variant the validation chose (``niwt_tuned``).
 
     Returns:
         The rows of both, and a report (JSON: settings, steps, losses, timings).
     """
     seen = backbone.seen_rows()
-    new = predicted_importance[~predicted_importance["seen"]]
-    class_ids = new["class_id"].to_numpy(dtype=np.int64)
-    target = new[importance_columns(new)].to_numpy(dtype=np.float32)
+    class_ids, target = new_class_targets(
+        predicted_importance,
+        LinearMapper.from_state(mapper_weights),
+        classifier_classes,
+        classifier_domain_knowledge,
+    )
     budget = options.reference.config().gram_budget_bytes
     rows, results = RowSet(), {}
     for method, overrides in (("niwt", {}), ("niwt_tuned", validation_choice["niwt_tuned"])):
@@ -200,11 +237,13 @@ def report_gzsl(
             values["ausuc"],
             values["zsl_top1"],
         )
+    names = classes.set_index("class_id").loc[gzsl_evaluation.class_ids, "name"].tolist()
     metrics = {
         "dataset": ingestion_summary["dataset"],
         "domain_knowledge": ingestion_summary.get("domain_knowledge"),
         "backbone": {"arch": backbone.spec.arch, "layer": backbone.spec.layer},
         "n_test_images": int(len(gzsl_evaluation.image_ids)),
+        "classes": gzsl_evaluation.class_coverage(names),
         "methods": methods,
         "validation": {
             "source": "validation pipeline: pseudo-unseen classes, a backbone that never saw them",
@@ -228,7 +267,6 @@ def report_gzsl(
         gzsl_evaluation.label_columns,
         len(gzsl_evaluation.class_ids),
     )
-    names = classes.set_index("class_id").loc[gzsl_evaluation.class_ids, "name"].tolist()
     confusion_plot = plot_confusion(confusion, names, gzsl_evaluation.seen)
     return metrics, mlflow_metrics, curve_plot, confusion_plot
 

@@ -10,6 +10,7 @@ from kedro.pipeline import Node, Pipeline
 
 from niwt_pipeline.pipelines.transfer.nodes import (
     cache_reference,
+    describe_extra_classes,
     evaluate_gzsl,
     fit_baseline_models,
     package_classifier,
@@ -24,6 +25,18 @@ def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
             Node(
+                describe_extra_classes,
+                inputs=[
+                    "extra_classes",
+                    "domain_knowledge_source",
+                    "domain_knowledge_info",
+                    "classes",
+                    "domain_knowledge",
+                ],
+                outputs=["classifier_classes", "classifier_domain_knowledge"],
+                name="describe_extra_classes",
+            ),
+            Node(
                 cache_reference,
                 inputs=["backbone", "images", "params:transfer"],
                 outputs="reference_cache",
@@ -35,7 +48,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "image_outputs",
                     "images",
                     "backbone_roles",
-                    "domain_knowledge",
+                    "classifier_domain_knowledge",
                     "backbone",
                     "params:transfer",
                 ],
@@ -47,6 +60,9 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=[
                     "reference_cache",
                     "predicted_importance",
+                    "mapper_weights",
+                    "classifier_classes",
+                    "classifier_domain_knowledge",
                     "backbone",
                     "baseline_rows",
                     "validation_choice",
@@ -60,8 +76,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=[
                     "image_outputs",
                     "images",
-                    "classes",
-                    "domain_knowledge",
+                    "classifier_classes",
+                    "classifier_domain_knowledge",
                     "backbone",
                     "niwt_rows",
                     "baseline_rows",
@@ -76,7 +92,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=[
                     "gzsl_evaluation",
                     "validation_choice",
-                    "classes",
+                    "classifier_classes",
                     "ingestion_summary",
                     "backbone",
                 ],
@@ -95,8 +111,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "niwt_rows",
                     "eszsl_model",
                     "validation_choice",
-                    "classes",
-                    "domain_knowledge",
+                    "classifier_classes",
+                    "classifier_domain_knowledge",
                     "inverse_map_weights",
                     "domain_knowledge_info",
                 ],
