@@ -7,7 +7,8 @@
    loop (same model, inputs and targets; results must agree), plus forward-only throughput;
 2. weight transfer: precomputed G vs the naive whole-network loop (rows must agree);
 3. extraction time vs number of images and vs image size, with linear fits;
-4. a full ``kedro run`` on the default world in a scratch copy: wall time, peak memory.
+4. a full ``kedro run`` on the default world in a scratch copy: wall time, peak memory;
+5. predict throughput: the packaged classifier vs forward-only inference on the same files.
 
 On a 2-core machine the benchmarks before the ``kedro run`` take 2-4 minutes and the
 ``kedro run`` 5-8 (it grows with the pipelines); the report states the time and the load.
@@ -68,6 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     # Imported here so that --help works without the peer libraries.
     import end_to_end
     import peers
+    import predict
     import scaling
     import weight_transfer
 
@@ -107,6 +109,11 @@ def main(argv: list[str] | None = None) -> None:
     else:
         step("4. End-to-end `kedro run`", lambda s: end_to_end.run(s, threads=args.threads))
 
+    step(
+        "5. Predict throughput",
+        lambda s: predict.run(s, n_images=32 if args.quick else 128, batch=32, rounds=rounds),
+    )
+
     load_end, total = load1(), time.perf_counter() - started
     header = [
         "# Benchmarks (CPU)",
@@ -132,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
             "",
         ]
     gpu = [
-        "## 5. GPU: ResNet-101",
+        "## 6. GPU: ResNet-101",
         "",
         "`benchmarks/gpu_resnet101.py` times extraction and weight transfer for ResNet-101 at "
         "224 px on a GPU; its results are in [gpu_resnet101.md](gpu_resnet101.md).",

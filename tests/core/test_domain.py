@@ -22,6 +22,7 @@ from niwt_pipeline.core.domain import (
     Xlsa17Attributes,
 )
 from niwt_pipeline.core.errors import InputError
+from niwt_pipeline.core.extra import ExtraClasses, read_extra_classes
 
 CLASSES = ["red_circle", "blue_square", "green_star"]
 ATTRIBUTES = pd.DataFrame(
@@ -178,3 +179,65 @@ def test_real_cub_sources(cub_root: Path, xlsa17_root: Path) -> None:
     att = Xlsa17Attributes(splits_file, names=list(raw.attributes.columns)).build(raw)
     assert att.columns.tolist() == raw.attributes.columns.tolist()
     assert np.allclose(np.linalg.norm(att.to_numpy(), axis=1), 1.0)
+
+
+# ------------------------------------------------ classes defined by their description alone
+
+
+def _extra_file(tmp_path: Path, text: str) -> ExtraClasses:
+    path = tmp_path / "extra.csv"
+    path.write_text(text, encoding="utf-8")
+    return read_extra_classes(path)
+
+
+def test_a_described_class_equal_to_a_dataset_class_gets_its_row(tmp_path: Path) -> None:
+    raw = make_raw(tmp_path)
+    for source in (NativeAttributes("max"), NativeAttributes("l2"), NativeAttributes("none")):
+        table = source.build(raw)
+        extra = _extra_file(tmp_path, "class_name,square,red\ntwin,4,0\n")  # blue_square
+        rows = source.describe_extra(extra, source.state(), list(table.columns))
+        assert rows.loc["twin"].tolist() == table.loc["blue_square"].tolist(), source.scale
+
+
+def test_native_attributes_record_the_divisor(tmp_path: Path) -> None:
+    source = NativeAttributes("max")
+    with pytest.raises(RuntimeError, match="call build"):
+        source.state()
+    source.build(make_raw(tmp_path))
+    assert source.state() == {"scale": "max", "divisor": 4.0}
+
+
+def test_xlsa17_att_rows_are_l2_normalised_like_the_file(tmp_path: Path) -> None:
+    raw = make_raw(tmp_path)
+    path = write_att_splits(
+        tmp_path / "att_splits.mat",
+        att=np.array([[0.6, 0.0, 1.0], [0.8, 1.0, 0.0]]),
+        allclasses_names=CLASSES,
+        trainval_loc=[0, 1],
+        test_seen_loc=[3],
+        test_unseen_loc=[2],
+    )
+    source = Xlsa17Attributes(path)
+    table = source.build(raw)
+    extra = _extra_file(tmp_path, "class_name,dim_000,dim_001\nlike_red_circle,3,4\n")
+    rows = source.describe_extra(extra, source.state(), list(table.columns))
+    assert rows.loc["like_red_circle"].tolist() == table.loc["red_circle"].tolist() == [0.6, 0.8]
+
+
+def test_a_described_class_with_a_dataset_class_s_text_gets_its_embedding(tmp_path: Path) -> None:
+    descriptions = pd.DataFrame(
+        {
+            "class_name": ["red_circle", "red_circle", "blue_square", "green_star"],
+            "text": ["A small red circle.", "Round and red.", "A blue square.", "A green star."],
+        }
+    )
+    raw = make_raw(tmp_path, descriptions=descriptions)
+    source = TextEmbeddings()
+    table = source.build(raw)
+    extra = _extra_file(
+        tmp_path, "class_name,text\nround_red,A small red circle.\nround_red,Round and red.\n"
+    )
+    rows = source.describe_extra(extra, source.state(), list(table.columns))
+    np.testing.assert_allclose(rows.loc["round_red"], table.loc["red_circle"], atol=1e-6)
+    with pytest.raises(InputError, match="re-run `kedro run --pipelines=ingestion`"):
+        source.describe_extra(extra, {"model": "other", "normalize": True}, list(table.columns))

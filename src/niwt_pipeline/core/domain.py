@@ -102,7 +102,37 @@ def align_to_classes(table: pd.DataFrame, raw: RawDataset, where: str | Path) ->
     return out
 
 
-class NativeAttributes:
+class _Stateful:
+    """What every source shares: the state its :meth:`build` recorded."""
+
+    _state: dict[str, Any] | None = None
+
+    def state(self) -> dict[str, Any]:
+        """What :meth:`build` fitted, JSON-ready (see each source; ``{}`` for none).
+
+        Raises:
+            RuntimeError: before :meth:`build`.
+        """
+        if self._state is None:
+            raise RuntimeError(f"{type(self).__name__}.state(): call build() first")
+        return dict(self._state)
+
+
+class _ValuesAsGiven(_Stateful):
+    """A source whose values are used as they are: an extra class's row is taken as given."""
+
+    def describe_extra(
+        self, extra: ExtraClasses, state: Mapping[str, Any], columns: Sequence[str]
+    ) -> pd.DataFrame:
+        """The extra classes' rows as they are, in the dataset's ``columns``.
+
+        Raises:
+            InputError: as :meth:`NativeAttributes.describe_extra`.
+        """
+        return extra_table(extra, columns)
+
+
+class NativeAttributes(_Stateful):
     """The layout's own class attributes (``raw.attributes``), scaled.
 
     Missing values were already handled by the reader (see ``raw.notes``).
@@ -162,7 +192,7 @@ class NativeAttributes:
         Raises:
             RuntimeError: before :meth:`build`.
         """
-        return _built_state(self)
+        return super().state()
 
     def describe_extra(
         self, extra: ExtraClasses, state: Mapping[str, Any], columns: Sequence[str]
@@ -185,7 +215,7 @@ class NativeAttributes:
         return pd.DataFrame(values, index=table.index, columns=table.columns)
 
 
-class Xlsa17Attributes:
+class Xlsa17Attributes(_Stateful):
     """Class attributes from an xlsa17 ``att_splits.mat``, matched by ``allclasses_names``.
 
     Args:
@@ -234,7 +264,7 @@ class Xlsa17Attributes:
         Raises:
             RuntimeError: before :meth:`build`.
         """
-        return _built_state(self)
+        return super().state()
 
     def describe_extra(
         self, extra: ExtraClasses, state: Mapping[str, Any], columns: Sequence[str]
@@ -252,7 +282,7 @@ class Xlsa17Attributes:
         return pd.DataFrame(values, index=table.index, columns=table.columns)
 
 
-class MatClassEmbeddings:
+class MatClassEmbeddings(_ValuesAsGiven):
     """Class embeddings from a ``.mat`` file with ``key`` (D x C) and ``allclasses_names``,
     e.g. the 1024-d CUB sentence embeddings in ``sent_splits.mat``."""
 
@@ -271,26 +301,8 @@ class MatClassEmbeddings:
             read_class_embeddings_mat(self.path, self.key), raw, f"{self.path} [{self.key}]"
         )
 
-    def state(self) -> dict[str, Any]:
-        """``{}``: the embeddings are used as they are.
 
-        Raises:
-            RuntimeError: before :meth:`build`.
-        """
-        return _built_state(self)
-
-    def describe_extra(
-        self, extra: ExtraClasses, state: Mapping[str, Any], columns: Sequence[str]
-    ) -> pd.DataFrame:
-        """The extra classes' embedding rows, as they are (same columns as the file's).
-
-        Raises:
-            InputError: as :meth:`NativeAttributes.describe_extra`.
-        """
-        return extra_table(extra, columns)
-
-
-class CSVClassTable:
+class CSVClassTable(_ValuesAsGiven):
     """A user CSV ``class_name,<dim>,...`` of finite numbers (one row a class)."""
 
     def __init__(self, path: str | Path) -> None:
@@ -305,24 +317,6 @@ class CSVClassTable:
         no class in common with ``raw``."""
         self._state = {}
         return align_to_classes(read_class_table_csv(self.path), raw, self.path)
-
-    def state(self) -> dict[str, Any]:
-        """``{}``: the table's values are used as they are.
-
-        Raises:
-            RuntimeError: before :meth:`build`.
-        """
-        return _built_state(self)
-
-    def describe_extra(
-        self, extra: ExtraClasses, state: Mapping[str, Any], columns: Sequence[str]
-    ) -> pd.DataFrame:
-        """The extra classes' rows, as they are (same columns as the table's).
-
-        Raises:
-            InputError: as :meth:`NativeAttributes.describe_extra`.
-        """
-        return extra_table(extra, columns)
 
 
 def resolve_text_model(model: str | Path) -> Path:
@@ -364,7 +358,7 @@ def _load_text_model(folder: str, device: str | None) -> SentenceTransformer:
     return SentenceTransformer(folder, device=device, local_files_only=True)
 
 
-class TextEmbeddings:
+class TextEmbeddings(_Stateful):
     """Sentence embeddings of class descriptions, averaged per class, computed offline.
 
     Every description is embedded (L2-normalised when ``normalize``), the embeddings of a
@@ -463,7 +457,7 @@ class TextEmbeddings:
         Raises:
             RuntimeError: before :meth:`build`.
         """
-        return _built_state(self)
+        return super().state()
 
     def describe_extra(
         self, extra: ExtraClasses, state: Mapping[str, Any], columns: Sequence[str]
@@ -496,13 +490,6 @@ class TextEmbeddings:
                 extra.path, f"{frame.shape[1]} embedding dimensions, the dataset has {len(columns)}"
             )
         return frame
-
-
-def _built_state(source: object) -> dict[str, Any]:
-    state = getattr(source, "_state", None)
-    if state is None:
-        raise RuntimeError(f"{type(source).__name__}.state(): call build() first")
-    return dict(state)
 
 
 def _state_value(state: Mapping[str, Any], key: str, extra: ExtraClasses) -> Any:

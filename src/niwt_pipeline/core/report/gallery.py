@@ -16,6 +16,7 @@ _CSS = """
 body{font-family:system-ui,sans-serif;margin:1.5rem;color:#222}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(220px,1fr));gap:.8rem}
 .card{border:1px solid #ddd;border-radius:6px;padding:.5rem;font-size:.85rem}
+.card{overflow-wrap:anywhere;min-width:0}
 .card img{width:100%;height:auto;image-rendering:pixelated;border-radius:4px}
 .card.error{border-color:#c33;background:#fff5f5}
 .unseen{color:#06c;font-weight:600}.seen{color:#555}
