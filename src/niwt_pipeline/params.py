@@ -285,6 +285,8 @@ class PredictParams(_Block):
     batch_size: int = Field(32, ge=1)
     device: str = "auto"
     gallery_max: int = Field(200, ge=0)  # images shown in predictions.html (the first N)
+    gradcam: bool = False  # also a Grad-CAM PNG of the top class per image
+    gradcam_alpha: float = Field(0.5, ge=0.0, le=1.0)  # weight of the heat map in the overlay
 
 
 class ServingParams(_Block):

@@ -51,10 +51,12 @@ def test_a_class_described_only_by_attributes_is_recognised(fresh_project, monke
     assert metrics["classes"]["n_classes"] == len(world)
 
     photos = fresh_project / WORLD / "images" / held_back
-    _run(fresh_project, "predict", {"predict": {"images": str(photos)}})
+    _run(fresh_project, "predict", {"predict": {"images": str(photos), "gradcam": True}})
     predictions = pd.read_parquet(fresh_project / "data/07_model_output/predictions.parquet")
     assert len(predictions) == len(list(photos.iterdir())) and (predictions["error"] == "").all()
     assert not predictions.loc[predictions["class_1"] == held_back, "seen_1"].any()
+    maps = sorted((fresh_project / "data/08_reporting/predictions_gradcam").glob("*.png"))
+    assert len(maps) == len(predictions)  # one Grad-CAM overlay of the top class per image
     recognised = (predictions["class_1"] == held_back).mean()
     # chance is 1/12 (12 classes); measured 15 of 16 images (0.94) on this world, seed 0
     assert recognised >= 0.75, predictions["class_1"].value_counts()

@@ -53,6 +53,7 @@ from niwt_pipeline.core.data.atomic import default_mode, swap_into_place
 from niwt_pipeline.core.data.images import load_rgb
 from niwt_pipeline.core.errors import InputError, fail, shorten
 from niwt_pipeline.core.explain.textual import textual_explanations
+from niwt_pipeline.core.explain.visual import visual_explanations
 from niwt_pipeline.core.imageset import ImageTableDataset
 from niwt_pipeline.core.mapper import InverseMap
 from niwt_pipeline.core.rows import ClassRows
@@ -303,6 +304,24 @@ class ZeroShotClassifier:
             return grad.flatten(2).sum(2).detach().cpu()
 
         return z.detach().double().cpu().numpy(), alpha_of
+
+    def gradcam_overlay(
+        self, path: str | Path, class_id: int, *, alpha: float = 0.5
+    ) -> Image.Image:
+        """Grad-CAM of ``class_id``'s row on one image file, overlaid on the image as the
+        network sees it (``spec.image_size`` px RGB; Selvaraju et al., ICCV 2017).
+
+        Raises:
+            InputError: when the file cannot be read or the class has no row.
+        """
+        weight, _ = self.rows.rows_for([int(class_id)])
+        return visual_explanations(
+            self.backbone.cut,
+            [str(path)],
+            torch.as_tensor(weight, dtype=torch.float32),
+            self.backbone.spec,
+            alpha=alpha,
+        )[0]
 
     def _empty_frame(self, top_k: int, explain: bool) -> pd.DataFrame:
         return self._predict_batch(_Batch([], [], torch.zeros(0)), top_k, explain, 1, "cpu")

@@ -3,6 +3,8 @@ evaluation, folders and CSVs of paths, bad files, and the gallery page."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -51,10 +53,10 @@ def test_a_folder_with_a_corrupt_file_and_a_stray_file(chain, params_for, tmp_pa
     assert (predictions.loc[~bad, "error"] == "").all()
     assert (predictions.loc[~bad, "class_1"] != "").all()
     assert {"class_2", "probability_2", "seen_2", "explanation"} <= set(predictions.columns)
-    csv_rows, page = render_predictions(
+    csv_rows, page, maps = render_predictions(
         predictions, chain.zero_shot_classifier, params_for("predict")
     )
-    assert csv_rows is predictions
+    assert csv_rows is predictions and maps == {}
     assert page.count("class='card'") == 4 and page.count("class='card error'") == 1
     assert "5 image(s), 4 classified, 1 not readable" in page
 
@@ -87,3 +89,25 @@ def test_bad_image_sources_name_the_culprit(chain, params_for, tmp_path, make, m
             chain.images,
             params_for("predict", {"images": str(source)}),
         )
+
+
+def test_gradcam_pngs_are_the_top_rows_maps_computed_when_saved(chain, params_for, tmp_path):
+    from niwt_pipeline.core.explain.visual import visual_explanations
+
+    _, table = _test_images(chain)
+    paths = table["path"].head(3).tolist()
+    (tmp_path / "broken.png").write_bytes(b"nope")
+    csv_file = tmp_path / "list.csv"
+    csv_file.write_text("path\n" + "\n".join([*paths, str(tmp_path / "broken.png")]) + "\n")
+    options = params_for("predict", {"images": str(csv_file), "gradcam": True})
+    classifier = chain.zero_shot_classifier
+    predictions = classify_images(classifier, chain.images, options)
+    _, _, maps = render_predictions(predictions, classifier, options)
+    assert sorted(maps) == [f"{i:06d}_{Path(p).stem}" for i, p in enumerate(paths)]
+    first = maps[sorted(maps)[0]]()  # computed only now
+    weight, _ = classifier.rows.rows_for([int(predictions.loc[0, "class_id_1"])])
+    expected = visual_explanations(
+        classifier.backbone.cut, [paths[0]], weight, classifier.backbone.spec, alpha=0.5
+    )[0]
+    assert first.size == (classifier.backbone.spec.image_size,) * 2
+    assert np.array_equal(np.asarray(first), np.asarray(expected))

@@ -12,7 +12,13 @@ def test_pipeline_classifies_the_test_images_from_persisted_inputs(chain, run_pi
         for name in pipeline.inputs()
     }
     outputs = run_pipeline(pipeline, inputs)
-    assert set(outputs) == {"predictions", "predictions_csv", "predictions_gallery"}
+    assert set(outputs) == {
+        "predictions",
+        "predictions_csv",
+        "predictions_gallery",
+        "predictions_gradcam",
+    }
+    assert outputs["predictions_gradcam"] == {}  # predict.gradcam is off by default
     n_test = len(chain.gzsl_evaluation.image_ids)
     assert len(outputs["predictions"]) == n_test
     assert outputs["predictions_gallery"].startswith("<!DOCTYPE html>")

@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
 
 import pandas as pd
 from PIL import Image
@@ -59,9 +62,11 @@ def classify_images(
 
 def render_predictions(
     predictions: pd.DataFrame, zero_shot_classifier: ZeroShotClassifier, options: PredictParams
-) -> tuple[pd.DataFrame, str]:
-    """The predictions as CSV rows, and ``predictions.html``: a thumbnail card per image
-    (the first ``predict.gallery_max``) with its top classes and explanation."""
+) -> tuple[pd.DataFrame, str, dict[str, Callable[[], Image.Image]]]:
+    """The predictions as CSV rows; ``predictions.html``: a thumbnail card per image (the
+    first ``predict.gallery_max``) with its top classes and explanation; and, with
+    ``predict.gradcam``, a Grad-CAM overlay of the top class per classified image (computed
+    one by one as Kedro saves each partition)."""
     shown = predictions.head(options.gallery_max)
     thumbnails: dict[str, Image.Image] = {}
     for name, error in zip(shown["image"], shown["error"], strict=True):
@@ -79,4 +84,16 @@ def render_predictions(
     page = predictions_gallery(
         predictions, thumbnails, title=title, top_k=top_k, shown=options.gallery_max
     )
-    return predictions, page
+    maps: dict[str, Callable[[], Image.Image]] = {}
+    if options.gradcam:
+        for i, (name, error, class_id) in enumerate(
+            zip(predictions["image"], predictions["error"], predictions["class_id_1"], strict=True)
+        ):
+            if not error:
+                maps[f"{i:06d}_{Path(name).stem}"] = partial(
+                    zero_shot_classifier.gradcam_overlay,
+                    name,
+                    int(class_id),
+                    alpha=options.gradcam_alpha,
+                )
+    return predictions, page, maps

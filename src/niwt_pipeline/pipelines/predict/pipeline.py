@@ -24,7 +24,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(
                 render_predictions,
                 inputs=["predictions", "zero_shot_classifier", "params:predict"],
-                outputs=["predictions_csv", "predictions_gallery"],
+                outputs=["predictions_csv", "predictions_gallery", "predictions_gradcam"],
                 name="render_predictions",
             ),
         ]
