@@ -41,18 +41,91 @@ class UpstreamCheckHook:
         ]
         if not missing:
             return
-        producers = {
-            output: pipe_name
-            for pipe_name, pipe in _every_pipeline().items()
-            for output in pipe.all_outputs()
-        }
-        lines = [
-            f"  - {name}: run `kedro run --pipelines={producers.get(name, '?')}` first"
-            for name in missing
-        ]
-        raise InputError(
-            "this run needs outputs that no earlier run has saved:\n" + "\n".join(lines)
+        raise InputError(missing_inputs_message(missing, catalog, run_params))
+
+
+def missing_inputs_message(missing: list[str], catalog: Any, run_params: dict[str, Any]) -> str:
+    """What to do about inputs no run has saved: one command that runs, in order, every
+    pipeline that makes them (and what those need in turn), with the user's ``--env`` and
+    ``--params``; and, for an input no pipeline makes, where it was looked for."""
+    pipelines = _every_pipeline()
+    producers = {o: name for name, pipe in pipelines.items() for o in pipe.all_outputs()}
+    needed: set[str] = set()
+    queue, lines = list(missing), []
+    while queue:
+        name = queue.pop()
+        producer = producers.get(name)
+        if producer is None:
+            if name in missing:
+                lines.append(
+                    f"  - {name}: not found ({_where(catalog, name)}); create it or fix its path"
+                )
+            continue
+        if producer in needed:
+            continue
+        needed.add(producer)
+        queue.extend(
+            i
+            for i in pipelines[producer].inputs()
+            if not i.startswith("params:") and i in catalog and not catalog.exists(i)
         )
+    for name in missing:
+        if name in producers:
+            lines.append(f"  - {name}: made by the `{producers[name]}` pipeline")
+    text = "this run needs outputs that no earlier run has saved:\n" + "\n".join(lines)
+    if needed:
+        order = [name for name in _pipeline_order(pipelines) if name in needed]
+        text += (
+            f"\nRun first:\n  kedro run --pipelines={','.join(order)}{_same_options(run_params)}"
+        )
+    return text
+
+
+def _where(catalog: Any, name: str) -> str:
+    try:
+        described = catalog[name]._describe()
+    except Exception:  # noqa: BLE001 - a description is only a courtesy
+        return "no description"
+    paths = [f"{k}={v}" for k, v in described.items() if k in ("path", "filepath", "root")]
+    return ", ".join(paths) or str(described)
+
+
+def _pipeline_order(pipelines: dict[str, Any]) -> list[str]:
+    """The pipelines in an order where each comes after those whose outputs it reads."""
+    made_by = {o: n for n, p in pipelines.items() for o in p.all_outputs()}
+    after = {
+        n: {made_by[i] for i in p.inputs() if i in made_by} - {n} for n, p in pipelines.items()
+    }
+    order: list[str] = []
+    while len(order) < len(pipelines):
+        ready = sorted(n for n in pipelines if n not in order and after[n] <= set(order))
+        if not ready:  # a cycle: keep the rest in name order
+            ready = sorted(n for n in pipelines if n not in order)
+        order.extend(ready[:1])
+    return order
+
+
+def _same_options(run_params: dict[str, Any]) -> str:
+    """`` --env=<env> --params=<k=v,...>`` as the user gave them (nothing for defaults)."""
+    options = ""
+    env = run_params.get("env")
+    if env:
+        options += f" --env={env}"
+    params = run_params.get("runtime_params") or run_params.get("extra_params") or {}
+    flat = _flatten(params)
+    if flat:
+        options += " --params=" + ",".join(f"{k}={v}" for k, v in flat.items())
+    return options
+
+
+def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def _every_pipeline() -> dict[str, Any]:

@@ -35,8 +35,15 @@ def test_transfer_alone_on_a_fresh_project_names_the_pipeline_to_run_first(
     monkeypatch.chdir(fresh_project)
     import mlflow
 
-    with pytest.raises(InputError, match=r"backbone: run `kedro run --pipelines=backbone`"):
-        _run(fresh_project, "transfer")
+    with pytest.raises(InputError) as caught:
+        _run(fresh_project, "transfer", {"transfer": {"niwt": {"lr": 0.01}}})
+    message = str(caught.value)
+    assert "  - backbone: made by the `backbone` pipeline" in message
+    # one command, the pipelines in the order to run, the user's options repeated
+    assert message.endswith(
+        "Run first:\n  kedro run --pipelines=ingestion,backbone,extraction,importance,"
+        "validation,mapping --env=test --params=transfer.niwt.lr=0.01"
+    )
     assert mlflow.active_run() is None
     assert not (fresh_project / "data" / "08_reporting" / "gzsl_metrics.json").exists()
 

@@ -1,0 +1,87 @@
+"""``kedro run`` through the project's CLI: an input error is one message and exit code 2,
+the traceback goes to a log file; the exception chain is searched for the input error."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from kedro.io import DatasetError
+from kedro.validation import ParameterValidationError
+
+from niwt_pipeline.cli import input_error_of, parameter_problems
+from niwt_pipeline.core.errors import InputError
+
+
+def _kedro_run(project: Path, *args: str) -> subprocess.CompletedProcess:
+    kedro = Path(sys.executable).with_name("kedro")
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true"}
+    return subprocess.run(
+        [str(kedro), "run", "--env=test", *args],
+        check=False,
+        cwd=project,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+
+
+def test_bad_parameters_are_one_message_and_exit_code_2(fresh_project):
+    result = _kedro_run(fresh_project, "--params=transfer.niwt.lr=-1,backbone.train.epochs=0")
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr + result.stdout
+    assert (
+        "Error: parameters that do not validate:\n"
+        "  - backbone.train: TrainConfig: epochs must be >= 1, got 0\n"
+        "  - transfer.niwt: TransferConfig.lr: expected > 0, got -1.0\n"
+    ) in result.stderr
+    log = fresh_project / "logs" / "last_error.log"
+    assert f"(the full traceback is in {log})" in result.stderr
+    assert "Traceback" in log.read_text()
+    assert not (fresh_project / "data" / "04_feature").exists()  # nothing ran
+
+
+def test_missing_upstream_outputs_are_one_message_with_the_command(fresh_project):
+    result = _kedro_run(fresh_project, "--pipelines=predict")
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert "  - zero_shot_classifier: made by the `transfer` pipeline" in result.stderr
+    assert "  kedro run --pipelines=ingestion,backbone,extraction,importance,validation," in (
+        result.stderr
+    )
+
+
+def test_the_input_error_is_found_anywhere_in_the_chain():
+    cause = InputError("images.txt line 3: expected two fields")
+    try:
+        try:
+            raise cause
+        except InputError as exc:
+            raise DatasetError("Failed while loading data from dataset") from exc
+    except DatasetError as wrapped:
+        assert input_error_of(wrapped) is cause
+    try:
+        try:
+            raise KeyError("x")
+        except KeyError:
+            raise RuntimeError("a bug") from None
+    except RuntimeError as bug:
+        assert input_error_of(bug) is None  # bugs keep their traceback
+    validation = ParameterValidationError("Parameter validation failed")
+    assert input_error_of(validation) is validation
+
+
+def test_parameter_problems_are_read_from_kedro_s_report():
+    text = (
+        "Parameter validation failed:\n"
+        "- Parameter 'transfer': Failed to instantiate TransferParams for parameter "
+        "'transfer': 1 validation error for TransferParams\n"
+        "niwt\n"
+        "  Value error, TransferConfig.lr: expected > 0, got -1.0 [type=value_error, "
+        "input_value={'lr': -1}, input_type=dict]\n"
+        "    For further information visit https://errors.pydantic.dev/2.14/v/value_error"
+    )
+    assert parameter_problems(text) == ["transfer.niwt: TransferConfig.lr: expected > 0, got -1.0"]
