@@ -12,6 +12,7 @@ new class needs neither images nor retraining of the backbone or the mapper.
 
 from __future__ import annotations
 
+import csv
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from niwt_pipeline.core.data.own import read_class_table_csv, read_descriptions_csv
+from niwt_pipeline.core.data.text import read_text
 from niwt_pipeline.core.errors import InputError, fail, shorten
 from niwt_pipeline.core.importance import importance_columns
 from niwt_pipeline.core.mapper import LinearMapper
@@ -67,8 +69,8 @@ def read_extra_classes(path: str | Path) -> ExtraClasses:
     path = Path(path)
     if not path.is_file():
         return ExtraClasses(str(path))
-    with path.open(encoding="utf-8-sig", newline="") as handle:
-        header = [cell.strip() for cell in handle.readline().split(",")]
+    first_line = read_text(path).split("\n", 1)[0]
+    header = [cell.strip() for cell in next(csv.reader([first_line]), [])]
     if header == ["class_name", "text"]:
         texts = read_descriptions_csv(path)
         return ExtraClasses(str(path), texts=texts)

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from niwt_pipeline.core.data.tables import RawDataset
+from niwt_pipeline.core.data.text import read_text
 from niwt_pipeline.core.data.xlsa17 import assign_splits, read_att_splits
 from niwt_pipeline.core.errors import fail
 
@@ -58,7 +59,7 @@ def read_numbered_names(
     rows: list[tuple[int, str, int]] = []
     first_line_of: dict[int, int] = {}
     value_line: dict[str, int] = {}
-    for number, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, text in enumerate(read_text(path).splitlines(), start=1):
         if not text.strip():
             continue
         match = _NUMBERED_LINE.match(text)
@@ -113,7 +114,7 @@ def read_matrix(
     if not path.is_file():
         raise fail(path, "file not found")
     rows: list[list[float]] = []
-    for number, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, text in enumerate(read_text(path).splitlines(), start=1):
         tokens = text.split()
         if not tokens:
             continue

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import logging
 import math
@@ -52,7 +53,8 @@ from PIL import Image
 
 from niwt_pipeline.core.data.atomic import swap_into_place
 from niwt_pipeline.core.data.tables import SPLITS, RawDataset
-from niwt_pipeline.core.errors import fail
+from niwt_pipeline.core.data.text import read_text
+from niwt_pipeline.core.errors import InputError, fail
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +82,7 @@ def _read_csv(
     """
     if not path.is_file():
         raise fail(path, "file not found")
-    with path.open(newline="", encoding="utf-8-sig") as handle:
+    with io.StringIO(read_text(path), newline="") as handle:
         reader = csv.reader(handle)
         header = [cell.strip() for cell in next(reader, [])]
         if not header:
@@ -228,7 +230,7 @@ def _read_manifest(root: Path) -> str:
     if not path.is_file():
         raise fail(path, f"file not found; an own-layout folder needs {expected}")
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        manifest = json.loads(read_text(path))
     except json.JSONDecodeError as exc:
         raise fail(path, f"not valid JSON ({exc.msg})", line=exc.lineno) from exc
     if (
@@ -489,8 +491,8 @@ def _check_replaceable(root: Path) -> None:
         raise fail(root, "exists and is not a folder; refusing to replace it")
     if any(root.iterdir()):
         try:
-            manifest = json.loads((root / "dataset.json").read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
+            manifest = json.loads(read_text(root / "dataset.json"))
+        except (OSError, json.JSONDecodeError, InputError):
             manifest = None
         if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
             raise fail(

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import scipy.io
 
+from niwt_pipeline.core.data.text import read_text
 from niwt_pipeline.core.errors import fail
 
 logger = logging.getLogger(__name__)
@@ -283,7 +284,7 @@ def read_class_list(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise fail(path, "file not found")
-    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    names = [line.strip() for line in read_text(path).splitlines() if line.strip()]
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:
         raise fail(path, f"duplicate class names {duplicated}")
