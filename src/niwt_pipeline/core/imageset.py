@@ -298,13 +298,18 @@ def images_to_classify(source: str | Path) -> list[str]:
 
 
 def image_files(folder: Path) -> list[str]:
-    """The image files under an existing ``folder``, sorted (by suffix: :data:`IMAGE_SUFFIXES`).
+    """The image files under an existing ``folder``, sorted (by suffix: :data:`IMAGE_SUFFIXES`),
+    leaving out hidden files and folders (e.g. macOS's ``._photo.jpg`` metadata twins).
 
     Raises:
         InputError: when there are none.
     """
     paths = sorted(
-        str(p) for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+        str(p)
+        for p in folder.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in IMAGE_SUFFIXES
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
     )
     if not paths:
         raise InputError(f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)}) found")

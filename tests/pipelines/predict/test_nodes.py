@@ -42,12 +42,13 @@ def test_a_folder_with_a_corrupt_file_and_a_stray_file(chain, params_for, tmp_pa
         Image.open(path).save(tmp_path / f"{len(list(tmp_path.iterdir()))}.png")
     (tmp_path / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     (tmp_path / "notes.txt").write_text("not an image, not listed")
+    (tmp_path / "._0.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")  # macOS metadata
     predictions = classify_images(
         chain.zero_shot_classifier,
         chain.images,
         params_for("predict", {"images": str(tmp_path), "top_k": 2}),
     )
-    assert len(predictions) == 5  # the four images and the corrupt one; .txt is not listed
+    assert len(predictions) == 5  # the four images and the corrupt one; .txt, ._0.png not listed
     bad = predictions["image"] == str(tmp_path / "corrupt.png")
     assert predictions.loc[bad, "error"].str.contains("not a readable image").all()
     assert (predictions.loc[~bad, "error"] == "").all()
