@@ -11,6 +11,7 @@ module's ``cli`` group and lets its ``run`` replace the built-in one.
 
 from __future__ import annotations
 
+import copy
 import datetime
 import re
 import traceback
@@ -108,6 +109,31 @@ def _write_traceback(exc: BaseException) -> Path:
     return path
 
 
+#: Shown when ``--params`` cannot be parsed (a list, a value with a comma).
+PARAMS_HINT = (
+    "--params splits its value at every comma, so it cannot carry a list of several values "
+    "(e.g. ingestion.classes) or a value containing a comma (e.g. a path). Put such values in "
+    "a run config file and run `kedro run --config=run.yml`; run.yml:\n"
+    "  run:\n    env: own\n    params:\n      ingestion:\n        classes: [cat, dog]\n"
+    "(see the README, Configuration)."
+)
+
+
+def _with_params_hint(option: click.Parameter) -> click.Parameter:
+    """A copy of Kedro's ``--params`` option whose parse error ends with :data:`PARAMS_HINT`."""
+    parse = option.callback
+
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        try:
+            return parse(ctx, param, value) if parse else value
+        except click.UsageError as exc:
+            raise click.UsageError(f"{exc.message}\n{PARAMS_HINT}", ctx) from None
+
+    hinted = copy.copy(option)
+    hinted.callback = callback
+    return hinted
+
+
 @click.group(name="niwt-pipeline")
 def cli() -> None:
     """niwt-pipeline's commands (they replace Kedro's built-in ones of the same name)."""
@@ -116,7 +142,7 @@ def cli() -> None:
 cli.add_command(
     _FriendlyRun(
         name="run",
-        params=list(kedro_run.params),
+        params=[_with_params_hint(p) if p.name == "params" else p for p in kedro_run.params],
         callback=kedro_run.callback,
         help=kedro_run.help,
         short_help=kedro_run.short_help,

@@ -85,3 +85,20 @@ def test_parameter_problems_are_read_from_kedro_s_report():
         "    For further information visit https://errors.pydantic.dev/2.14/v/value_error"
     )
     assert parameter_problems(text) == ["transfer.niwt: TransferConfig.lr: expected > 0, got -1.0"]
+
+
+def test_a_list_in_params_points_to_the_run_config_file(fresh_project):
+    result = _kedro_run(fresh_project, "--params=ingestion.classes=[cat,dog]")
+    assert result.returncode == 2
+    assert "Item `dog]` must contain a key and a value" in result.stderr
+    assert "kedro run --config=run.yml" in result.stderr
+
+
+def test_the_run_config_file_carries_lists(fresh_project):
+    (fresh_project / "run.yml").write_text(
+        "run:\n  pipelines: ingestion\n  params:\n    ingestion:\n      classes: "
+        "[large_blue_solid_star, large_green_striped_cross, large_orange_checkered_star]\n"
+    )
+    result = _kedro_run(fresh_project, "--config=run.yml")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "ingested attribute_world: 3 classes (2 seen, 1 unseen)" in result.stderr

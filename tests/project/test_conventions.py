@@ -210,3 +210,31 @@ def test_no_pipeline_module_names_another_pipeline():
         text = path.read_text()
         for other in names - {own}:
             assert f"niwt_pipeline.pipelines.{other}" not in text, f"{path} imports {other}"
+
+
+@pytest.mark.parametrize(("env", "read"), [(None, "local"), ("own", "base"), ("test", "base")])
+def test_conf_local_mlflow_yml_is_read_only_without_env(tmp_path, env, read):
+    """The README's advice: another tracking URI goes into conf/local/mlflow.yml for plain
+    ``kedro run`` and into conf/<env>/mlflow.yml with ``--env``; Kedro reads base plus one
+    environment, so conf/local is not read under --env."""
+    import shutil
+
+    from kedro.config import OmegaConfigLoader
+
+    from niwt_pipeline.settings import CONFIG_LOADER_ARGS
+
+    conf = tmp_path / "conf"
+    shutil.copytree(REPO_ROOT / "conf", conf)
+    (conf / "local").mkdir(exist_ok=True)
+    (conf / "local" / "mlflow.yml").write_text(
+        "server:\n  mlflow_tracking_uri: sqlite:///local.db\n"
+    )
+    loader = OmegaConfigLoader(
+        str(conf),
+        base_env=CONFIG_LOADER_ARGS["base_env"],
+        default_run_env=CONFIG_LOADER_ARGS["default_run_env"],
+        env=env,
+        config_patterns={"mlflow": ["mlflow*", "mlflow*/**"]},
+    )
+    uri = loader["mlflow"]["server"]["mlflow_tracking_uri"]
+    assert uri == ("sqlite:///local.db" if read == "local" else "sqlite:///mlflow.db")
