@@ -49,7 +49,7 @@ from tqdm.auto import tqdm
 from niwt_pipeline import __version__
 from niwt_pipeline.core.backbones.spec import BackboneSpec
 from niwt_pipeline.core.baselines import ESZSLModel
-from niwt_pipeline.core.data.atomic import default_mode, swap_into_place
+from niwt_pipeline.core.data.atomic import swap_into_place
 from niwt_pipeline.core.data.images import load_rgb
 from niwt_pipeline.core.errors import InputError, fail, shorten
 from niwt_pipeline.core.explain.textual import textual_explanations
@@ -358,9 +358,6 @@ class ZeroShotClassifier:
                 json.dumps(self.describe(), indent=2, ensure_ascii=False) + "\n",
                 encoding="utf-8",
             )
-            for file in staging.iterdir():
-                file.chmod(default_mode())
-            staging.chmod(default_mode(directory=True))
             swap_into_place(staging, root)
         finally:
             if staging.exists():

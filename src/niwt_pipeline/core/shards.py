@@ -30,7 +30,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from niwt_pipeline.core.data.atomic import replaced_atomically
 from niwt_pipeline.core.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -234,17 +234,10 @@ class ShardStore:
             "keys": list(data),
         }
         path = self.path(shard.name)
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file(data, tmp, metadata={"json": json.dumps(meta)})
+        with replaced_atomically(path) as tmp:
+            save_file(data, str(tmp), metadata={"json": json.dumps(meta)})
             with open(tmp, "rb") as handle:
                 os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
         return path
 
     def read(self, shard: Shard) -> dict[str, torch.Tensor]:

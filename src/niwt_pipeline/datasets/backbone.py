@@ -11,7 +11,7 @@ from typing import Any
 from kedro.io import AbstractDataset, DatasetError
 
 from niwt_pipeline.core.backbones.spec import BackboneSpec
-from niwt_pipeline.core.data.atomic import default_mode, swap_into_place
+from niwt_pipeline.core.data.atomic import swap_into_place
 from niwt_pipeline.core.trained import TrainedBackbone
 from niwt_pipeline.datasets.tensors import read_safetensors, write_safetensors
 
@@ -74,7 +74,6 @@ class TrainedBackboneDataset(AbstractDataset[TrainedBackbone, TrainedBackbone]):
             (staging / SPEC_FILE).write_text(
                 json.dumps(data.spec.to_dict(), indent=2) + "\n", encoding="utf-8"
             )
-            staging.chmod(default_mode(directory=True))
             swap_into_place(staging, root)
         finally:
             if staging.exists():

@@ -4,8 +4,6 @@ files, written atomically."""
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -15,7 +13,7 @@ from kedro.utils import load_obj
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from niwt_pipeline.core.data.atomic import default_mode
+from niwt_pipeline.core.data.atomic import replaced_atomically
 
 
 def write_safetensors(
@@ -31,16 +29,8 @@ def write_safetensors(
     if bad:
         raise DatasetError(f"{path}: values of {bad} are not tensors")
     tensors = _unshared({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={"json": json.dumps(metadata)} if metadata else None)
-        os.chmod(tmp, default_mode())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with replaced_atomically(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"json": json.dumps(metadata)} if metadata else None)
 
 
 def _unshared(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
