@@ -12,6 +12,7 @@ from PIL import Image
 
 from niwt_pipeline.core.data.canonical import canonicalise, subset_summary, verify_images
 from niwt_pipeline.core.data.own import write_own_layout
+from niwt_pipeline.core.data.summary import summarise
 from niwt_pipeline.core.data.tables import RawDataset
 from niwt_pipeline.core.errors import InputError
 
@@ -80,15 +81,19 @@ def test_unknown_class_lists_close_matches(tmp_path: Path) -> None:
         canonicalise(make_raw(tmp_path), domain(), classes=["bees"])
 
 
-def test_present_skips_classes_without_files(tmp_path: Path) -> None:
+def test_present_skips_classes_without_files(tmp_path: Path, caplog) -> None:
     raw = make_raw(tmp_path)
     for k in range(3):
         (raw.image_root / f"cat/{k}.png").unlink()
     shuffled = dataclasses.replace(
         raw, images=raw.images.iloc[[5, 0, 11, 7, 2, 9, 1, 3, 4, 6, 8, 10]]
     )
-    images, classes, _ = canonicalise(shuffled, domain(), classes="present")
+    images, classes, dk = canonicalise(shuffled, domain(), classes="present")
     assert classes["name"].tolist() == ["ant", "bee", "dog"]
+    assert "1 class(es) left out by `classes: present` (no image file of them on disk): cat" in (
+        caplog.text
+    )
+    assert summarise(shuffled, images, classes, dk)["classes_left_out"] == ["cat"]
     assert images["image_id"].tolist() == [0, 1, 2, 3, 4, 5, 9, 10, 11]
     (raw.image_root / "dog/1.png").unlink()
     with pytest.raises(InputError, match=r"images/dog/1\.png: image file not found \(1 missing"):

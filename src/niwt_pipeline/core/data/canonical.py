@@ -59,6 +59,15 @@ def _select_classes(raw: RawDataset, classes: ClassSelection, with_files: set[st
     if _is(classes, "all"):
         return names
     if _is(classes, "present"):
+        dropped = [n for n in names if n not in with_files]
+        if dropped:
+            logger.warning(
+                "%s: %d class(es) left out by `classes: present` (no image file of them on "
+                "disk): %s",
+                raw.root,
+                len(dropped),
+                ", ".join(dropped[:20]) + (" ..." if len(dropped) > 20 else ""),
+            )
         return [n for n in names if n in with_files]
     if isinstance(classes, str):
         raise ValueError(

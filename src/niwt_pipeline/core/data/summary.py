@@ -40,12 +40,14 @@ def summarise(
     raw: RawDataset, images: pd.DataFrame, classes: pd.DataFrame, domain_knowledge: pd.DataFrame
 ) -> dict[str, Any]:
     """A JSON-ready summary of what ingestion produced (the counts of
-    :func:`~niwt_pipeline.core.data.canonical.subset_summary`, plus names and notes)."""
+    :func:`~niwt_pipeline.core.data.canonical.subset_summary`, plus names and notes;
+    ``classes_left_out`` names the dataset's classes the class selection dropped)."""
     return {
         "dataset": raw.name,
         "root": str(raw.root),
         **subset_summary(images, classes),
         "unseen_classes": classes.loc[~classes["seen"], "name"].tolist(),
+        "classes_left_out": [n for n in raw.classes["class_name"] if n not in set(classes["name"])],
         "domain_knowledge_dims": int(domain_knowledge.shape[1] - 2),
         "notes": list(raw.notes),
     }
