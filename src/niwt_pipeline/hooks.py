@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 class UpstreamCheckHook:
     """Fails fast, naming the pipeline to run first, when a run's inputs were never produced.
 
-    ``kedro run --pipeline=transfer`` on a fresh clone would otherwise fail deep inside a
+    ``kedro run --pipelines=transfer`` on a fresh clone would otherwise fail deep inside a
     node; this checks every free input of the pipeline before anything runs (``tryfirst``:
     also before other plugins' hooks, so no MLflow run is opened for a run that cannot start).
     """

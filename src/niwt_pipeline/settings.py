@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from niwt_pipeline.hooks import (
+import warnings
+
+# Third-party notices a user can do nothing about (they concern the libraries' own calls),
+# filtered so that the warnings that remain are read.
+warnings.filterwarnings("ignore", message=r"register_new_resolver\(\) is deprecated")
+warnings.filterwarnings("ignore", message=r".*Add type hints to the `predict` method")
+warnings.filterwarnings("ignore", message=r"Support for class-based `config` is deprecated")
+warnings.filterwarnings("ignore", message=r".*An input example was not provided")
+
+from niwt_pipeline.hooks import (  # noqa: E402 - after the filters
     RuntimeHook,
     StageTimingHook,
     TypedParamsMlflowHook,

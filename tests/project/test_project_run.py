@@ -26,7 +26,7 @@ def _run(project_dir: Path, pipeline: str | None = None, params: dict | None = N
     with KedroSession.create(
         project_path=project_dir, env="test", runtime_params=params or {}
     ) as session:
-        session.run(pipeline_name=pipeline)
+        session.run(pipeline_names=[pipeline] if pipeline else None)
 
 
 def test_transfer_alone_on_a_fresh_project_names_the_pipeline_to_run_first(
@@ -148,7 +148,7 @@ def test_bad_parameters_stop_the_run_before_it_touches_earlier_outputs(
 
 
 def test_cub_subset_ingestion(fresh_project: Path, cub_root: Path, xlsa17_root: Path, monkeypatch):
-    """``kedro run --env=cub --pipeline=ingestion`` on the 25-class real CUB subset."""
+    """``kedro run --env=cub --pipelines=ingestion`` on the 25-class real CUB subset."""
     import pandas as pd
 
     monkeypatch.chdir(fresh_project)
@@ -161,7 +161,7 @@ def test_cub_subset_ingestion(fresh_project: Path, cub_root: Path, xlsa17_root: 
             "cub_splits": str(xlsa17_root / "CUB" / "att_splits.mat"),
         },
     ) as session:
-        session.run(pipeline_name="ingestion")
+        session.run(pipeline_names=["ingestion"])
     classes = pd.read_parquet(fresh_project / "data/03_primary/classes.parquet")
     images = pd.read_parquet(fresh_project / "data/03_primary/images.parquet")
     assert len(classes) == 25 and int(classes["seen"].sum()) == 21

@@ -66,7 +66,7 @@ def test_pipeline_contract():
 
 
 def test_pipeline_reads_only_what_earlier_pipelines_write():
-    """``kedro run --pipeline=transfer`` restarts from persisted outputs of the others."""
+    """``kedro run --pipelines=transfer`` restarts from persisted outputs of the others."""
     from niwt_pipeline.pipelines.backbone.pipeline import create_pipeline as backbone
     from niwt_pipeline.pipelines.extraction.pipeline import create_pipeline as extraction
     from niwt_pipeline.pipelines.importance.pipeline import create_pipeline as importance

@@ -187,7 +187,7 @@ def require_image_files(paths: Sequence[str]) -> None:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         raise InputError(
             f"{missing[0]}: image file not found{more}; the images table points at files that "
-            "no longer exist (moved dataset?): re-run `kedro run --pipeline=ingestion` and the "
+            "no longer exist (moved dataset?): re-run `kedro run --pipelines=ingestion` and the "
             "pipelines after it"
         )
 
