@@ -32,7 +32,9 @@ def run_seed(seed: int, env: str, extra: str, workdir: Path, kedro_args: list[st
     """One ``kedro run`` in a scratch project (reused when ``workdir/seed<N>`` already holds
     a finished run); returns metrics, wall seconds, peak RSS."""
     project = workdir / f"seed{seed}"
-    reporting = project / "data" / "08_reporting"
+    # each dataset environment writes its own data folder (conf/<env>/globals.yml)
+    data = project / "data" / ("" if env in ("base", "local", "test") else env)
+    reporting = data / "08_reporting"
     if not (reporting / "gzsl_metrics.json").exists():
         shutil.rmtree(project, ignore_errors=True)
         shutil.copytree(REPO / "conf", project / "conf")
@@ -56,9 +58,7 @@ def run_seed(seed: int, env: str, extra: str, workdir: Path, kedro_args: list[st
     wall_file = project / "wall_seconds.txt"
     return {
         "metrics": json.loads((reporting / "gzsl_metrics.json").read_text()),
-        "choice": json.loads(
-            (project / "data" / "05_model_input" / "validation_choice.json").read_text()
-        ),
+        "choice": json.loads((data / "05_model_input" / "validation_choice.json").read_text()),
         "explanations": json.loads((reporting / "explanation_metrics.json").read_text()),
         "wall_seconds": float(wall_file.read_text()) if wall_file.exists() else float("nan"),
         "peak_rss_mb": timings["peak_rss_mb"],

@@ -238,3 +238,36 @@ def test_conf_local_mlflow_yml_is_read_only_without_env(tmp_path, env, read):
     )
     uri = loader["mlflow"]["server"]["mlflow_tracking_uri"]
     assert uri == ("sqlite:///local.db" if read == "local" else "sqlite:///mlflow.db")
+
+
+@pytest.mark.parametrize(
+    ("env", "folder"),
+    [
+        (None, "data"),
+        ("test", "data"),
+        ("cub", "data/cub"),
+        ("cub_sentences", "data/cub_sentences"),
+        ("awa2", "data/awa2"),
+        ("own", "data/own"),
+        ("text", "data/text"),
+    ],
+)
+def test_each_dataset_environment_writes_its_own_data_folder(env, folder):
+    """Outputs of two datasets never mix: after `--env=cub --pipelines=ingestion`, a plain
+    `--pipelines=transfer` still reads the default world's tables, not CUB's."""
+    from kedro.config import OmegaConfigLoader
+
+    from niwt_pipeline.settings import CONFIG_LOADER_ARGS
+
+    loader = OmegaConfigLoader(
+        str(REPO_ROOT / "conf"),
+        base_env=CONFIG_LOADER_ARGS["base_env"],
+        default_run_env=CONFIG_LOADER_ARGS["default_run_env"],
+        env=env,
+        merge_strategy=CONFIG_LOADER_ARGS["merge_strategy"],
+    )
+    catalog = loader["catalog"]
+    assert catalog["images"]["filepath"] == f"{folder}/03_primary/images.parquet"
+    assert catalog["zero_shot_classifier"]["path"] == f"{folder}/06_models/zero_shot_classifier"
+    assert catalog["extra_classes"]["filepath"] == f"{folder}/01_raw/extra_classes.csv"
+    assert catalog["gzsl_metrics"]["dataset"]["filepath"].startswith(f"{folder}/08_reporting/")
