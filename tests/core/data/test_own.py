@@ -318,3 +318,30 @@ def test_optional_files_may_be_absent(tmp_path: Path) -> None:
     raw = read_own_layout(root)
     assert raw.attributes is None and raw.descriptions is None and raw.image_attributes is None
     assert np.array_equal(raw.classes["seen"].to_numpy(), [True, True, False])
+
+
+def test_names_match_after_unicode_normalisation_and_trimming(tmp_path):
+    """classes.csv typed in NFC with stray spaces, folders and files created in NFD (as
+    macOS writes them): the names match, and the images open under their names on disk."""
+    import unicodedata
+
+    nfc, nfd = "caf\u00e9", unicodedata.normalize("NFD", "caf\u00e9")
+    root = tmp_path / "layout"
+    (root / "images" / nfd).mkdir(parents=True)
+    (root / "images" / "tea").mkdir()
+    Image.new("RGB", (4, 4)).save(root / "images" / nfd / f"{nfd}1.png")
+    Image.new("RGB", (4, 4)).save(root / "images" / "tea" / "t.png")
+    (root / "dataset.json").write_text(
+        '{"name": "n", "format": "niwt-own-layout", "version": 1}', encoding="utf-8"
+    )
+    (root / "classes.csv").write_text(f"class_name,seen\n {nfc} ,true\ntea,false\n", "utf-8")
+    (root / "splits.csv").write_text(
+        f"path,split\n{nfc}/{nfc}1.png ,trainval\ntea/t.png,test_unseen\n", encoding="utf-8"
+    )
+    (root / "attributes.csv").write_text(f"class_name,a\n{nfd},1\ntea,2\n", encoding="utf-8")
+    raw = read_own_layout(root)
+    assert raw.classes["class_name"].tolist() == [nfc, "tea"]
+    assert raw.images["class_name"].tolist() == [nfc, "tea"]
+    images, classes, _ = canonicalise(raw, raw.attributes)
+    assert Path(images["path"].iloc[0]).is_file()  # the name on disk (NFD)
+    assert classes["name"].tolist() == [nfc, "tea"]

@@ -8,6 +8,7 @@ stages rely on; :func:`verify_images` decodes image headers to find corrupt file
 from __future__ import annotations
 
 import difflib
+import unicodedata
 import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -73,7 +74,7 @@ def _select_classes(raw: RawDataset, classes: ClassSelection, with_files: set[st
         raise ValueError(
             f"classes must be 'all', 'present' or a list of class names, got {classes!r}"
         )
-    wanted = list(classes)
+    wanted = [unicodedata.normalize("NFC", str(n)).strip() for n in classes]
     for name in wanted:
         if name not in names:
             close = difflib.get_close_matches(name, names, n=3)

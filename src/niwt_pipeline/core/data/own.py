@@ -43,6 +43,7 @@ import logging
 import math
 import os
 import shutil
+import unicodedata
 import uuid
 from collections.abc import Collection, Iterable
 from pathlib import Path
@@ -71,6 +72,12 @@ Rows = list[tuple[int, list[str]]]
 # --------------------------------------------------------------------------------------------
 
 
+def _name(text: str) -> str:
+    """A name or path as compared everywhere: Unicode NFC, surrounding whitespace removed
+    (so a name typed on one system matches a folder created on another)."""
+    return unicodedata.normalize("NFC", text).strip()
+
+
 def _read_csv(
     path: Path, required: Collection[str], first: str | None = None
 ) -> tuple[list[str], Rows]:
@@ -84,7 +91,7 @@ def _read_csv(
         raise fail(path, "file not found")
     with io.StringIO(read_text(path), newline="") as handle:
         reader = csv.reader(handle)
-        header = [cell.strip() for cell in next(reader, [])]
+        header = [_name(cell) for cell in next(reader, [])]
         if not header:
             raise fail(path, f"file is empty; expected a header with {sorted(required)}", line=1)
         missing = [c for c in required if c not in header]
@@ -106,7 +113,7 @@ def _read_csv(
                 raise fail(
                     path, f"{len(cells)} fields, the header has {len(header)}", line=reader.line_num
                 )
-            rows.append((reader.line_num, [cell.strip() for cell in cells]))
+            rows.append((reader.line_num, [_name(cell) for cell in cells]))
     return header, rows
 
 
@@ -338,15 +345,16 @@ def _check_class_images(
             )
 
 
-def _files_on_disk(image_root: Path, seen: dict[str, bool]) -> set[str]:
-    """Relative paths of the non-hidden files under ``images/``; every folder must be a class."""
+def _files_on_disk(image_root: Path, seen: dict[str, bool]) -> dict[str, str]:
+    """The non-hidden files under ``images/``: their relative path as compared (NFC) ->
+    as on disk; every folder must be a class."""
     if not image_root.is_dir():
         raise fail(image_root, "image folder not found")
-    found: set[str] = set()
+    found: dict[str, str] = {}
     for entry in sorted(image_root.iterdir()):
         if entry.name.startswith("."):
             continue
-        if not entry.is_dir() or entry.name not in seen:
+        if not entry.is_dir() or _name(entry.name) not in seen:
             raise fail(
                 entry,
                 "not a class folder: every entry of images/ must "
@@ -355,14 +363,17 @@ def _files_on_disk(image_root: Path, seen: dict[str, bool]) -> set[str]:
         for directory, folders, files in os.walk(entry):
             folders[:] = [f for f in folders if not f.startswith(".")]
             prefix = Path(directory).relative_to(image_root).as_posix()
-            found.update(f"{prefix}/{f}" for f in files if not f.startswith("."))
+            for file in files:
+                if not file.startswith("."):
+                    found[_name(f"{prefix}/{file}")] = f"{prefix}/{file}"
     return found
 
 
 def _check_files(
     root: Path, split_of: dict[str, str], line_of: dict[str, int], seen: dict[str, bool]
-) -> list[str]:
-    """Listed files must exist; unlisted ones give a warning.  Returns the notes."""
+) -> tuple[list[str], dict[str, str]]:
+    """Listed files must exist; unlisted ones give a warning.  Returns the notes, and each
+    listed path's name on disk."""
     on_disk = _files_on_disk(root / "images", seen)
     missing = [p for p in split_of if p not in on_disk]
     if missing:
@@ -371,15 +382,16 @@ def _check_files(
             f"image file images/{missing[0]} not found ({len(missing)} missing)",
             line=line_of[missing[0]],
         )
-    unlisted = sorted(on_disk - set(split_of))
+    actual = {p: on_disk[p] for p in split_of}
+    unlisted = sorted(set(on_disk) - set(split_of))
     if not unlisted:
-        return []
+        return [], actual
     note = (
         f"{len(unlisted)} file(s) under images/ not listed "
         f"in splits.csv were ignored (first: {unlisted[0]})"
     )
     logger.warning("%s: %s", root, note)
-    return [note]
+    return [note], actual
 
 
 def _read_image_attributes(root: Path, split_of: dict[str, str]) -> pd.DataFrame:
@@ -428,7 +440,7 @@ def read_own_layout(root: str | Path) -> RawDataset:
     class_names, seen, class_lines = _read_classes(root)
     split_of, line_of = _read_splits(root, seen)
     _check_class_images(root, seen, class_lines, split_of)
-    notes = _check_files(root, split_of, line_of, seen)
+    notes, on_disk = _check_files(root, split_of, line_of, seen)
 
     attributes = None
     if (root / "attributes.csv").exists():
@@ -445,6 +457,9 @@ def read_own_layout(root: str | Path) -> RawDataset:
     image_attributes = None
     if (root / "image_attributes.csv").exists():
         image_attributes = _read_image_attributes(root, split_of)
+        image_attributes["relpath"] = pd.array(
+            [on_disk[p] for p in image_attributes["relpath"]], dtype="str"
+        )
 
     relpaths = sorted(split_of)
     logger.info(
@@ -459,7 +474,7 @@ def read_own_layout(root: str | Path) -> RawDataset:
         root=root,
         images=pd.DataFrame(
             {
-                "relpath": pd.array(relpaths, dtype="str"),
+                "relpath": pd.array([on_disk[p] for p in relpaths], dtype="str"),
                 "class_name": pd.array([p.split("/")[0] for p in relpaths], dtype="str"),
                 "split": pd.array([split_of[p] for p in relpaths], dtype="str"),
             }
