@@ -8,8 +8,8 @@ stages rely on; :func:`verify_images` decodes image headers to find corrupt file
 from __future__ import annotations
 
 import difflib
-import unicodedata
 import logging
+import unicodedata
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
