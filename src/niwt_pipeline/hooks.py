@@ -57,9 +57,9 @@ def missing_inputs_message(missing: list[str], catalog: Any, run_params: dict[st
         producer = producers.get(name)
         if producer is None:
             if name in missing:
-                lines.append(
-                    f"  - {name}: not found ({_where(catalog, name)}); create it or fix its path"
-                )
+                kind = "dataset folder" if name == "raw_source" else "input"
+                where = _where(catalog, name)
+                lines.append(f"  - {name}: {kind} not found: {where}; create it or fix the path")
             continue
         if producer in needed:
             continue
@@ -72,7 +72,7 @@ def missing_inputs_message(missing: list[str], catalog: Any, run_params: dict[st
     for name in missing:
         if name in producers:
             lines.append(f"  - {name}: made by the `{producers[name]}` pipeline")
-    text = "this run needs outputs that no earlier run has saved:\n" + "\n".join(lines)
+    text = "this run needs inputs that do not exist yet:\n" + "\n".join(lines)
     if needed:
         order = [name for name in _pipeline_order(pipelines) if name in needed]
         text += (
@@ -86,7 +86,7 @@ def _where(catalog: Any, name: str) -> str:
         described = catalog[name]._describe()
     except Exception:  # noqa: BLE001 - a description is only a courtesy
         return "no description"
-    paths = [f"{k}={v}" for k, v in described.items() if k in ("path", "filepath", "root")]
+    paths = [str(v) for k, v in described.items() if k in ("path", "filepath", "root")]
     return ", ".join(paths) or str(described)
 
 

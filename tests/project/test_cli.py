@@ -102,3 +102,18 @@ def test_the_run_config_file_carries_lists(fresh_project):
     result = _kedro_run(fresh_project, "--config=run.yml")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "ingested attribute_world: 3 classes (2 seen, 1 unseen)" in result.stderr
+
+
+def test_a_missing_dataset_folder_is_named(fresh_project):
+    kedro = Path(sys.executable).with_name("kedro")
+    result = subprocess.run(
+        [str(kedro), "run", "--env=own", "--params=own_root=/nowhere/my_dataset"],
+        check=False,
+        cwd=fresh_project,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "KEDRO_DISABLE_TELEMETRY": "true"},
+        timeout=600,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "raw_source: dataset folder not found: /nowhere/my_dataset" in result.stderr
