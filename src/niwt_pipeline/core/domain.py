@@ -141,6 +141,9 @@ class NativeAttributes(_Stateful):
         scale: ``"max"`` divides every value by the global maximum (the authors' code's
             "scaled by their maximum"); ``"l2"`` gives every class vector unit L2 norm (like
             xlsa17 ``att``); ``"none"`` keeps the values.
+
+    ``state()`` after ``build``: ``{"scale", "divisor"}`` (the maximum divided by, for
+    ``"max"``).
     """
 
     def __init__(self, scale: str = "max") -> None:
@@ -186,14 +189,6 @@ class NativeAttributes(_Stateful):
         self._state = {"scale": self.scale, "divisor": float(top) if self.scale == "max" else None}
         return pd.DataFrame(values, index=table.index, columns=table.columns)
 
-    def state(self) -> dict[str, Any]:
-        """``{"scale", "divisor"}``: the scaling and, for ``"max"``, the maximum divided by.
-
-        Raises:
-            RuntimeError: before :meth:`build`.
-        """
-        return super().state()
-
     def describe_extra(
         self, extra: ExtraClasses, state: Mapping[str, Any], columns: Sequence[str]
     ) -> pd.DataFrame:
@@ -222,6 +217,8 @@ class Xlsa17Attributes(_Stateful):
         path: the ``att_splits.mat``.
         which: ``"att"`` (L2-normalised per class) or ``"original_att"``.
         names: the A attribute names; default ``dim_000``...
+
+    ``state()`` after ``build``: ``{"which"}``.
     """
 
     def __init__(
@@ -257,14 +254,6 @@ class Xlsa17Attributes(_Stateful):
         )
         self._state = {"which": self.which}
         return align_to_classes(table, raw, f"{self.path} [{self.which}]")
-
-    def state(self) -> dict[str, Any]:
-        """``{"which"}``: ``att`` (L2-normalised per class) or ``original_att``.
-
-        Raises:
-            RuntimeError: before :meth:`build`.
-        """
-        return super().state()
 
     def describe_extra(
         self, extra: ExtraClasses, state: Mapping[str, Any], columns: Sequence[str]
@@ -373,7 +362,7 @@ class TextEmbeddings(_Stateful):
         device: torch device; None lets sentence-transformers choose.
 
     ``build`` returns columns ``emb_000``.. and raises InputError naming every class
-    without a description.
+    without a description; ``state()`` after it: ``{"model", "normalize"}``.
     """
 
     def __init__(
@@ -450,14 +439,6 @@ class TextEmbeddings(_Stateful):
             index=pd.Index(names, name="class_name", dtype="str"),
             columns=dim_names("emb", values.shape[1]),
         )
-
-    def state(self) -> dict[str, Any]:
-        """``{"model", "normalize"}``: the text model and the normalisation used.
-
-        Raises:
-            RuntimeError: before :meth:`build`.
-        """
-        return super().state()
 
     def describe_extra(
         self, extra: ExtraClasses, state: Mapping[str, Any], columns: Sequence[str]
