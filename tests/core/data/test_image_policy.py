@@ -80,3 +80,12 @@ def test_an_image_above_the_pixel_limit_gives_its_size(tmp_path, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2000)  # 10000 > 2 * 2000: an error
     with pytest.raises(InputError, match=r"big\.png: image too large .*10000 pixels"):
         load_rgb(path)
+
+
+def test_ingestion_names_an_image_above_the_pixel_limit(tmp_path, monkeypatch):
+    from niwt_pipeline.core.data.canonical import verify_images
+
+    path = _save(tmp_path, Image.new("RGB", (100, 100)), "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2000)
+    with pytest.raises(InputError, match=r"big\.png: image too large"):
+        verify_images([path])

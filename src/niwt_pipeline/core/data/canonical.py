@@ -232,7 +232,8 @@ def verify_images(paths: Iterable[str | Path]) -> None:
     """Decode-check image files with ``PIL.Image.verify`` (cheap: no full decode).
 
     Raises:
-        InputError: naming the first missing or corrupt file.
+        InputError: naming the first missing, corrupt or too large (Pillow's pixel limit)
+            file.
     """
     for path in map(Path, paths):
         if not path.is_file():
@@ -240,6 +241,12 @@ def verify_images(paths: Iterable[str | Path]) -> None:
         try:
             with Image.open(path) as image:
                 image.verify()
+        except Image.DecompressionBombError as exc:
+            raise fail(
+                path,
+                f"image too large for Pillow's pixel limit ({exc}); downscale it "
+                "(e.g. to at most 4000 px on the longer side)",
+            ) from exc
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
             raise fail(path, f"not a readable image ({exc.__class__.__name__}: {exc})") from exc
 
