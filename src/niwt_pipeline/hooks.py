@@ -142,6 +142,132 @@ def _every_pipeline() -> dict[str, Any]:
     }
 
 
+#: The ingestion outputs every later output derives from; their content is the lineage.
+LINEAGE_ROOTS = ("images", "classes")
+LINEAGE_FILE = "lineage.json"
+
+
+class LineageHook:
+    """Keeps a partial run from mixing outputs of different ingestions.
+
+    Every output a run saves is recorded in ``<data folder>/lineage.json`` with the
+    fingerprint (SHA-256 of the files) of the ingestion tables it was made from. A later run
+    that reads saved outputs checks them against the tables on disk now, and stops, naming
+    the outputs and the pipelines to re-run, when one was made from another ingestion (e.g.
+    ``ingestion`` re-run with other classes, then ``transfer`` alone).
+    """
+
+    def __init__(self) -> None:
+        self._record: dict[str, str] = {}
+        self._file: Any = None
+        self._stamp: str | None = None
+
+    @hook_impl(tryfirst=True)
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
+        from niwt_pipeline.core.errors import InputError
+
+        self._file, self._stamp = _lineage_file(catalog), _ingestion_stamp(catalog)
+        self._record = _read_json(self._file) if self._file else {}
+        made_here = pipeline.all_outputs()
+        if any(root in made_here for root in LINEAGE_ROOTS):
+            self._stamp = None  # new tables: everything of this run gets their stamp
+            return
+        if self._stamp is None:
+            return
+        stale = sorted(n for n in pipeline.inputs() if n not in made_here and self._is_stale(n))
+        if stale:
+            order = self._pipelines_to_rerun(stale)
+            raise InputError(
+                "these saved outputs were made from another ingestion than the tables in "
+                f"{self._file.parent} now: {', '.join(stale)}; re-run the pipelines that "
+                f"make them first:\n  kedro run --pipelines={','.join(order)}"
+                f"{_same_options(run_params)}"
+            )
+
+    def _is_stale(self, name: str) -> bool:
+        recorded = self._record.get(name)
+        return bool(recorded) and recorded != self._stamp
+
+    def _pipelines_to_rerun(self, stale: list[str]) -> list[str]:
+        """The pipelines that make ``stale`` and, in turn, their stale inputs, in order."""
+        pipelines = _every_pipeline()
+        producers = {o: n for n, pipe in pipelines.items() for o in pipe.all_outputs()}
+        needed: set[str] = set()
+        queue = list(stale)
+        while queue:
+            producer = producers.get(queue.pop())
+            if producer is None or producer in needed:
+                continue
+            needed.add(producer)
+            queue.extend(i for i in pipelines[producer].inputs() if self._is_stale(i))
+        return [n for n in _pipeline_order(pipelines) if n in needed]
+
+    @hook_impl
+    def after_dataset_saved(self, dataset_name: str, data: Any) -> None:
+        if self._file is not None:
+            self._record[dataset_name] = self._stamp or ""
+
+    @hook_impl
+    def after_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
+        self._write(catalog)
+
+    @hook_impl
+    def on_pipeline_error(self, error: Exception, run_params: dict[str, Any], catalog: Any) -> None:
+        self._write(catalog)  # what was saved before the error is on disk: record it
+
+    def _write(self, catalog: Any) -> None:
+        if self._file is None:
+            return
+        stamp = _ingestion_stamp(catalog) or ""
+        record = {k: (v or stamp) for k, v in self._record.items()}
+        if record:
+            _write_json(self._file, record)
+
+
+def _lineage_file(catalog: Any) -> Any:
+    from pathlib import Path
+
+    try:
+        images = Path(str(catalog["images"]._filepath))
+    except Exception:  # noqa: BLE001 - a catalog without the canonical tables: no lineage
+        return None
+    return images.parent.parent / LINEAGE_FILE
+
+
+def _ingestion_stamp(catalog: Any) -> str | None:
+    import hashlib
+    from pathlib import Path
+
+    digest = hashlib.sha256()
+    for name in LINEAGE_ROOTS:
+        try:
+            path = Path(str(catalog[name]._filepath))
+        except Exception:  # noqa: BLE001
+            return None
+        if not path.is_file():
+            return None
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _read_json(path: Any) -> dict[str, str]:
+    import json
+
+    try:
+        return dict(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_json(path: Any, record: dict[str, str]) -> None:
+    import json
+
+    from niwt_pipeline.core.data.atomic import replaced_atomically
+
+    with replaced_atomically(path) as tmp:
+        tmp.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+
+
 class RuntimeHook:
     """Seeds every random generator and sets torch's thread count from ``params:runtime``."""
 

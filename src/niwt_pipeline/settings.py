@@ -12,6 +12,7 @@ warnings.filterwarnings("ignore", message=r"Support for class-based `config` is 
 warnings.filterwarnings("ignore", message=r".*An input example was not provided")
 
 from niwt_pipeline.hooks import (  # noqa: E402 - after the filters
+    LineageHook,
     RuntimeHook,
     StageTimingHook,
     TypedParamsMlflowHook,
@@ -20,7 +21,13 @@ from niwt_pipeline.hooks import (  # noqa: E402 - after the filters
 
 # Hooks run in LIFO order; each one owns a single cross-cutting concern.  kedro-mlflow's
 # own hook instance is replaced by a subclass that logs typed parameter blocks flattened.
-HOOKS = (TypedParamsMlflowHook(), StageTimingHook(), RuntimeHook(), UpstreamCheckHook())
+HOOKS = (
+    TypedParamsMlflowHook(),
+    StageTimingHook(),
+    RuntimeHook(),
+    UpstreamCheckHook(),
+    LineageHook(),
+)
 DISABLE_HOOKS_FOR_PLUGINS = ("kedro_mlflow",)
 
 CONFIG_LOADER_ARGS = {
