@@ -162,8 +162,9 @@ def test_cub_subset_ingestion(fresh_project: Path, cub_root: Path, xlsa17_root: 
         },
     ) as session:
         session.run(pipeline_names=["ingestion"])
-    classes = pd.read_parquet(fresh_project / "data/03_primary/classes.parquet")
-    images = pd.read_parquet(fresh_project / "data/03_primary/images.parquet")
+    data = fresh_project / "data" / "cub"  # each dataset environment has its own folder
+    classes = pd.read_parquet(data / "03_primary/classes.parquet")
+    images = pd.read_parquet(data / "03_primary/images.parquet")
     assert len(classes) == 25 and int(classes["seen"].sum()) == 21
     unseen = sorted(name[:3] for name in classes.loc[~classes["seen"], "name"])
     assert unseen == ["004", "012", "026", "028"]
