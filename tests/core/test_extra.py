@@ -102,7 +102,9 @@ def test_a_name_of_a_dataset_class_is_refused(tmp_path, name):
     extra = read_extra_classes(_write(tmp_path, f'class_name,a,b,c\n"{name}",1,2,3\n'))
     rows = NativeAttributes("none").describe_extra(extra, {"scale": "none"}, COLUMNS)
     classes, dk = _dataset()
-    with pytest.raises(InputError, match=r"extra.csv: extra class\(es\) named like a dataset"):
+    with pytest.raises(
+        InputError, match=r"extra.csv line 2: extra class\(es\) named like a dataset"
+    ):
         add_described_classes(rows, extra, classes, dk)
 
 

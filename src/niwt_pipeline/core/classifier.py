@@ -204,9 +204,11 @@ class ZeroShotClassifier:
 
         Returns:
             One row per image, in input order: ``image`` (the path, or ``#<i>``),
-            ``error`` (empty when the image was classified), then for ranks
-            ``r = 1..top_k``: ``class_<r>``, ``class_id_<r>``, ``seen_<r>``,
-            ``score_<r>`` (calibrated score at ``gamma``), ``probability_<r>``; and
+            ``error`` (empty when the image was classified; then the other columns are
+            empty or missing), then for ranks
+            ``r = 1..top_k``: ``class_<r>``, ``class_id_<r>`` (nullable Int64),
+            ``seen_<r>`` (nullable boolean), ``score_<r>`` (calibrated score at ``gamma``),
+            ``probability_<r>``; and
             ``explanation`` (``"predicted <class> because: <dim>, ..."``) when ``explain``.
 
         Raises:
@@ -274,10 +276,16 @@ class ZeroShotClassifier:
                     top_k=min(explanation_dims, len(self.dimension_names)),
                 )
                 explanations[ok] = [e.text for e in explained]
-        for r in range(top_k):
+        for r in range(top_k):  # an unreadable image: empty name, missing id and seen flag
             frame[f"class_{r + 1}"] = pd.array(list(ranked["class"][:, r]), dtype="str")
-            frame[f"class_id_{r + 1}"] = ranked["class_id"][:, r]
-            frame[f"seen_{r + 1}"] = ranked["seen"][:, r]
+            frame[f"class_id_{r + 1}"] = pd.array(
+                [int(c) if k else None for c, k in zip(ranked["class_id"][:, r], ok, strict=True)],
+                dtype="Int64",
+            )
+            frame[f"seen_{r + 1}"] = pd.array(
+                [bool(v) if k else None for v, k in zip(ranked["seen"][:, r], ok, strict=True)],
+                dtype="boolean",
+            )
             frame[f"score_{r + 1}"] = ranked["score"][:, r]
             frame[f"probability_{r + 1}"] = ranked["probability"][:, r]
         if explain:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import csv
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -36,11 +36,13 @@ class ExtraClasses:
         path: the file (for messages).
         values: (E, D) float64 numbers, index ``class_name`` (attribute-like files), or None.
         texts: ``class_name``, ``text`` rows (description files), or None.
+        lines: each class name -> the file line it first appears on (for messages).
     """
 
     path: str
     values: pd.DataFrame | None = None
     texts: pd.DataFrame | None = None
+    lines: dict[str, int] = field(default_factory=dict)
 
     @property
     def names(self) -> list[str]:
@@ -69,12 +71,15 @@ def read_extra_classes(path: str | Path) -> ExtraClasses:
     path = Path(path)
     if not path.is_file():
         return ExtraClasses(str(path))
-    first_line = read_text(path).split("\n", 1)[0]
-    header = [cell.strip() for cell in next(csv.reader([first_line]), [])]
+    rows = list(csv.reader(read_text(path).split("\n")))
+    header = [cell.strip() for cell in rows[0]] if rows else []
+    lines: dict[str, int] = {}
+    for number, cells in enumerate(rows[1:], start=2):
+        if cells and cells[0].strip():
+            lines.setdefault(_key(cells[0]), number)
     if header == ["class_name", "text"]:
-        texts = read_descriptions_csv(path)
-        return ExtraClasses(str(path), texts=texts)
-    return ExtraClasses(str(path), values=read_class_table_csv(path))
+        return ExtraClasses(str(path), texts=read_descriptions_csv(path), lines=lines)
+    return ExtraClasses(str(path), values=read_class_table_csv(path), lines=lines)
 
 
 def extra_table(extra: ExtraClasses, columns: Sequence[str]) -> pd.DataFrame:
@@ -134,11 +139,14 @@ def add_described_classes(
     if not len(rows):
         return classes.copy(), domain_knowledge.copy()
     known = {_key(str(n)): str(n) for n in classes["name"]}
-    clashes = [f"{n!r} (dataset: {known[_key(n)]!r})" for n in rows.index if _key(n) in known]
-    if clashes:
-        raise InputError(
-            f"{extra.path}: extra class(es) named like a dataset class: {shorten(clashes)}; "
-            "rename them (a dataset class already has its own row)"
+    clashing = [n for n in rows.index if _key(n) in known]
+    if clashing:
+        clashes = [f"{n!r} (dataset: {known[_key(n)]!r})" for n in clashing]
+        raise fail(
+            extra.path,
+            f"extra class(es) named like a dataset class: {shorten(clashes)}; "
+            "rename them (a dataset class already has its own row)",
+            line=extra.lines.get(_key(clashing[0])),
         )
     bad = np.argwhere(~np.isfinite(rows.to_numpy()))
     if len(bad):

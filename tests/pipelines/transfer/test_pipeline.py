@@ -46,7 +46,7 @@ INTERMEDIATES = {
     "gzsl_evaluation",
 }
 NODES = {
-    "describe_extra_classes",
+    "add_extra_classes",
     "cache_reference",
     "transfer_niwt_rows",
     "fit_baseline_models",

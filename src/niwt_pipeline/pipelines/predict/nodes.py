@@ -48,15 +48,14 @@ def classify_images(
         device=options.device,
         progress=True,
     )
-    failed = int((predictions["error"] != "").sum())
-    logger.info(
-        "predict: %d image(s) classified, %d not readable%s",
-        len(predictions) - failed,
-        failed,
-        f" (first: {predictions.loc[predictions['error'] != '', 'error'].iloc[0]})"
-        if failed
-        else "",
-    )
+    failed = predictions["error"] != ""
+    logger.info("predict: %d image(s) classified", int((~failed).sum()))
+    if failed.any():
+        logger.warning(
+            "predict: %d image(s) not readable, each with its error row (first: %s)",
+            int(failed.sum()),
+            predictions.loc[failed, "error"].iloc[0],
+        )
     return predictions
 
 

@@ -17,11 +17,14 @@ def answer_prediction_request(
     class; a row that cannot be read gets its error and the others are still classified.
 
     Returns:
-        The table of :meth:`ZeroShotClassifier.predict` (top 3 classes, with explanations).
+        The table of :meth:`ZeroShotClassifier.predict` (top 3 classes, with explanations),
+        as Python objects with None where a value is missing (strict JSON when served).
     """
-    return zero_shot_classifier.predict(
+    answer = zero_shot_classifier.predict(
         request_images(prediction_request),
         top_k=min(TOP_K, len(zero_shot_classifier.class_names)),
         explain=zero_shot_classifier.inverse is not None,
         device="cpu",
     )
+    # strict JSON for the HTTP answer: a row with an error has null scores, not NaN
+    return answer.astype(object).where(answer.notna(), None)

@@ -31,7 +31,7 @@ from niwt_pipeline.tracking import as_metrics
 logger = logging.getLogger(__name__)
 
 
-def describe_extra_classes(
+def add_extra_classes(
     extra_classes: ExtraClasses,
     domain_knowledge_source: Any,
     domain_knowledge_info: dict[str, Any],

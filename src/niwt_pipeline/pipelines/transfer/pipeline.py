@@ -9,8 +9,8 @@ from __future__ import annotations
 from kedro.pipeline import Node, Pipeline
 
 from niwt_pipeline.pipelines.transfer.nodes import (
+    add_extra_classes,
     cache_reference,
-    describe_extra_classes,
     evaluate_gzsl,
     fit_baseline_models,
     package_classifier,
@@ -25,7 +25,7 @@ def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
             Node(
-                describe_extra_classes,
+                add_extra_classes,
                 inputs=[
                     "extra_classes",
                     "domain_knowledge_source",
@@ -34,7 +34,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "domain_knowledge",
                 ],
                 outputs=["classifier_classes", "classifier_domain_knowledge"],
-                name="describe_extra_classes",
+                name="add_extra_classes",
             ),
             Node(
                 cache_reference,
