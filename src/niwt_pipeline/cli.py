@@ -114,7 +114,8 @@ PARAMS_HINT = (
     "--params splits its value at every comma, so it cannot carry a list of several values "
     "(e.g. ingestion.classes) or a value containing a comma (e.g. a path). Put such values in "
     "a run config file and run `kedro run --config=run.yml`; run.yml:\n"
-    "  run:\n    env: own\n    params:\n      ingestion:\n        classes: [cat, dog]\n"
+    "  run:\n    params:\n      ingestion:\n        classes: [cat, dog]\n"
+    "      predict:\n        images: /photos/a,b\n(add `env: <env>` under run: for an environment) "
     "(see the README, Configuration)."
 )
 

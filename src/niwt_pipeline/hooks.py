@@ -39,9 +39,30 @@ class UpstreamCheckHook:
             and name in catalog
             and not catalog.exists(name)
         ]
-        if not missing:
-            return
-        raise InputError(missing_inputs_message(missing, catalog, run_params))
+        if missing:
+            raise InputError(missing_inputs_message(missing, catalog, run_params))
+        if "images" in pipeline.inputs() and "images" not in pipeline.all_outputs():
+            _check_image_paths(catalog, run_params)
+
+
+def _check_image_paths(catalog: Any, run_params: dict[str, Any]) -> None:
+    """The image paths ingestion saved still exist (a moved or renamed project or dataset
+    folder leaves them pointing nowhere).
+
+    Raises:
+        InputError: naming the first missing path and the command that re-ingests.
+    """
+    from pathlib import Path
+
+    from niwt_pipeline.core.errors import InputError
+
+    images = catalog.load("images")
+    if len(images) and not Path(images["path"].iloc[0]).is_file():
+        raise InputError(
+            f"the image paths saved by ingestion no longer exist (first: "
+            f"{images['path'].iloc[0]}): was the project or the dataset folder moved or "
+            f"renamed? Re-ingest and re-run what follows:\n  kedro run{_same_options(run_params)}"
+        )
 
 
 def missing_inputs_message(missing: list[str], catalog: Any, run_params: dict[str, Any]) -> str:
@@ -278,7 +299,9 @@ class RuntimeHook:
 
         from niwt_pipeline.params import RuntimeParams
 
-        settings = _runtime_settings(_load_params(catalog), RuntimeParams)
+        parameters = _load_params(catalog)
+        _check_blocks(parameters, run_params)
+        settings = _runtime_settings(parameters, RuntimeParams)
         random.seed(settings.seed)
         np.random.seed(settings.seed)
         torch.manual_seed(settings.seed)
@@ -290,6 +313,42 @@ class RuntimeHook:
             settings.seed,
             torch.get_num_threads(),
             settings.deterministic,
+        )
+
+
+def _check_blocks(parameters: dict[str, Any], run_params: dict[str, Any]) -> None:
+    """An unknown top-level parameter (e.g. ``--params=predcit.top_k=5``) is a typo: stop.
+
+    Known are the parameter blocks and the values the catalog reads with
+    ``${runtime_params:<name>}`` (dataset roots such as ``own_root``).
+
+    Raises:
+        InputError: naming the unknown keys and the known ones.
+    """
+    import difflib
+    import re
+    from pathlib import Path
+
+    from niwt_pipeline.core.errors import InputError
+    from niwt_pipeline.params import BLOCKS
+
+    conf = Path(run_params.get("project_path") or ".") / "conf"
+    catalog_keys = {
+        m
+        for path in conf.glob("*/catalog*.yml")
+        for m in re.findall(r"runtime_params:([A-Za-z0-9_]+)", path.read_text(encoding="utf-8"))
+    }
+    known = set(BLOCKS) | catalog_keys
+    unknown = sorted(set(parameters) - known)
+    if unknown:
+        hints = [
+            f"{u!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+            for u in unknown
+            for close in [difflib.get_close_matches(u, sorted(known), n=1)]
+        ]
+        raise InputError(
+            f"unknown parameter block(s) {', '.join(hints)}; the blocks are "
+            f"{sorted(BLOCKS)} and the dataset locations {sorted(catalog_keys)}"
         )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
@@ -287,6 +288,17 @@ class PredictParams(_Block):
     gallery_max: int = Field(200, ge=0)  # images shown in predictions.html (the first N)
     gradcam: bool = False  # also a Grad-CAM PNG of the top class per image
     gradcam_alpha: float = Field(0.5, ge=0.0, le=1.0)  # weight of the heat map in the overlay
+
+    @field_validator("images")
+    @classmethod
+    def _images_exist(cls, value: str | None) -> str | None:
+        """A folder, image or CSV that does not exist stops the run before anything runs."""
+        if value is not None and not Path(value).exists():
+            raise ValueError(
+                f"images folder not found: {value} (give a folder of images, an image or a "
+                "CSV with a `path` column)"
+            )
+        return value
 
 
 class ServingParams(_Block):

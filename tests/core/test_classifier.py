@@ -235,3 +235,22 @@ def test_bytes_that_are_not_an_image_get_an_error_row():
     frame = _classifier().predict([buffer.getvalue(), b"\x00\x01"], explain=False)
     assert frame.loc[0, "error"] == "" and "not a readable image" in frame.loc[1, "error"]
     assert "explanation" not in frame
+
+
+def test_bytes_and_pil_images_follow_the_file_loading_policy(tmp_path):
+    """An RGBA image and a JPEG with an EXIF orientation give the same scores as bytes, as a
+    PIL image and as a file (transparency over white, orientation applied)."""
+    rgba = Image.new("RGBA", (SIZE, 24), (200, 30, 30, 0))
+    rgba.paste((10, 200, 30, 255), (0, 0, 8, 8))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    files = [tmp_path / "a.png", tmp_path / "b.jpg"]
+    rgba.save(files[0])
+    rgba.convert("RGB").save(files[1], exif=exif, quality=95)
+    classifier = _classifier()
+    by_path = classifier.predict([str(f) for f in files], explain=False)
+    by_bytes = classifier.predict([f.read_bytes() for f in files], explain=False)
+    by_pil = classifier.predict([Image.open(f) for f in files], explain=False)
+    for other in (by_bytes, by_pil):
+        np.testing.assert_allclose(other["score_1"], by_path["score_1"], rtol=1e-6)
+        assert other["class_id_1"].tolist() == by_path["class_id_1"].tolist()

@@ -117,3 +117,16 @@ def test_a_missing_dataset_folder_is_named(fresh_project):
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "raw_source: dataset folder not found: /nowhere/my_dataset" in result.stderr
+
+
+def test_a_typo_in_a_parameter_block_name_is_named(fresh_project):
+    result = _kedro_run(fresh_project, "--params=predcit.top_k=5")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "unknown parameter block(s) 'predcit' (did you mean 'predict'?)" in result.stderr
+
+
+def test_a_missing_predict_folder_stops_before_anything_runs(fresh_project):
+    result = _kedro_run(fresh_project, "--params=predict.images=/nowhere/photos")
+    assert result.returncode == 2
+    assert "predict.images: images folder not found: /nowhere/photos" in result.stderr
+    assert not (fresh_project / "data" / "03_primary").exists()  # nothing ran

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Dataset
@@ -50,7 +50,7 @@ from niwt_pipeline import __version__
 from niwt_pipeline.core.backbones.spec import BackboneSpec
 from niwt_pipeline.core.baselines import ESZSLModel
 from niwt_pipeline.core.data.atomic import swap_into_place
-from niwt_pipeline.core.data.images import load_rgb
+from niwt_pipeline.core.data.images import load_rgb, to_rgb
 from niwt_pipeline.core.errors import InputError, fail, shorten
 from niwt_pipeline.core.explain.textual import textual_explanations
 from niwt_pipeline.core.explain.visual import visual_explanations
@@ -518,7 +518,7 @@ class _ImageItems(Dataset):
             elif isinstance(item, bytes):
                 img = _image_from_bytes(item, name)
             elif isinstance(item, Image.Image):
-                img = item.convert("RGB")
+                img = to_rgb(ImageOps.exif_transpose(item))
             else:
                 return name, f"not an image: a {type(item).__name__}", None
             return name, "", self.prepare(img)
@@ -563,7 +563,7 @@ def _image_from_bytes(data: bytes, name: str) -> Image.Image:
     try:
         with Image.open(io.BytesIO(data)) as opened:
             opened.load()
-            return opened.convert("RGB")
+            return to_rgb(ImageOps.exif_transpose(opened))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"{name}: not a readable image ({exc.__class__.__name__}: {exc})") from exc
 

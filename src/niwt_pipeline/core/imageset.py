@@ -277,18 +277,24 @@ def sample_rows(table: pd.DataFrame, max_rows: int | None, seed: int) -> pd.Data
 
 def images_to_classify(source: str | Path) -> list[str]:
     """The image files named by ``source``: every image file under a folder (sorted, by
-    suffix: :data:`IMAGE_SUFFIXES`), or the ``path`` column of a CSV file.
+    suffix: :data:`IMAGE_SUFFIXES`), one image file, or the ``path`` column of a CSV file.
 
     Files are not opened here: a file that cannot be read is reported per image by the
     classifier, so one bad photo never loses the batch.
 
     Raises:
-        InputError: when ``source`` does not exist, a folder holds no image files, or the
-            CSV is malformed (see :func:`niwt_pipeline.core.data.own.read_path_list_csv`).
+        InputError: when ``source`` does not exist, a folder holds no image files, the
+            CSV lists none or is malformed (see
+            :func:`niwt_pipeline.core.data.own.read_path_list_csv`).
     """
     root = Path(source)
+    if root.is_file() and root.suffix.lower() in IMAGE_SUFFIXES:
+        return [str(root)]  # one image
     if root.is_file():
-        return read_path_list_csv(root)
+        paths = read_path_list_csv(root)
+        if not paths:
+            raise InputError(f"{root}: the CSV lists no image (add rows under its `path` header)")
+        return paths
     if not root.is_dir():
         raise InputError(
             f"images folder not found: {root} (give a folder of images or a CSV with a "

@@ -76,7 +76,8 @@ def test_explicit_list_keeps_dataset_order_and_global_ids(tmp_path: Path) -> Non
 
 def test_unknown_class_lists_close_matches(tmp_path: Path) -> None:
     with pytest.raises(
-        InputError, match=r"toy \[classes\]: unknown class 'bees'; close matches: \['bee'\]"
+        InputError,
+        match=r"toy \[classes\]: ingestion.classes names 'bees', .*did you mean \['bee'\]",
     ):
         canonicalise(make_raw(tmp_path), domain(), classes=["bees"])
 

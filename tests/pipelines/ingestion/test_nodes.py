@@ -209,7 +209,7 @@ def test_domain_knowledge_missing_an_excluded_class_is_fine(chain, params_for):
 def test_unknown_class_in_the_list_is_named(chain, params_for):
     name = chain.raw.classes["class_name"].iloc[0]
 
-    with pytest.raises(InputError, match=r"unknown class 'no_such_class'"):
+    with pytest.raises(InputError, match=r"ingestion.classes names 'no_such_class', which is not"):
         canonicalise_dataset(
             chain.raw,
             chain.raw_domain_knowledge,

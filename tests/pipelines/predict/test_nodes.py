@@ -77,9 +77,13 @@ def test_a_csv_of_paths_relative_to_its_folder(chain, params_for, tmp_path):
 @pytest.mark.parametrize(
     ("make", "message"),
     [
-        (lambda p: p / "nowhere", "images folder not found: .*nowhere"),
         (lambda p: p, "no image files"),
         (lambda p: (p / "l.csv").write_text("file\nx.png\n") and p / "l.csv", "must have columns"),
+        (lambda p: (p / "e.csv").write_text("path\n") and p / "e.csv", "the CSV lists no image"),
+        (
+            lambda p: (p / "bad.png").write_bytes(b"x") and p,
+            "none of the 1 image.* could be read .*bad.png: not a readable image",
+        ),
     ],
 )
 def test_bad_image_sources_name_the_culprit(chain, params_for, tmp_path, make, message):
@@ -112,3 +116,19 @@ def test_gradcam_pngs_are_the_top_rows_maps_computed_when_saved(chain, params_fo
     )[0]
     assert first.size == (classifier.backbone.spec.image_size,) * 2
     assert np.array_equal(np.asarray(first), np.asarray(expected))
+
+
+def test_a_single_image_file_is_classified(chain, params_for):
+    _, table = _test_images(chain)
+    one = table["path"].iloc[0]
+    predictions = classify_images(
+        chain.zero_shot_classifier, chain.images, params_for("predict", {"images": one})
+    )
+    assert predictions["image"].tolist() == [one] and predictions.loc[0, "error"] == ""
+
+
+def test_a_missing_images_folder_fails_parameter_validation(params_for, tmp_path):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="images folder not found: .*nowhere"):
+        params_for("predict", {"images": str(tmp_path / "nowhere")})

@@ -78,7 +78,13 @@ def _select_classes(raw: RawDataset, classes: ClassSelection, with_files: set[st
     for name in wanted:
         if name not in names:
             close = difflib.get_close_matches(name, names, n=3)
-            raise fail(raw.root, f"unknown class {name!r}; close matches: {close}", key="classes")
+            hint = f"did you mean {close}?" if close else f"the classes are: {names[:12]}"
+            raise fail(
+                raw.root,
+                f"ingestion.classes names {name!r}, which is not a class of the dataset; "
+                f"{hint} (classes.csv lists them all)",
+                key="classes",
+            )
     if len(set(wanted)) != len(wanted):
         raise ValueError(
             f"class list has duplicates: {sorted({n for n in wanted if wanted.count(n) > 1})}"

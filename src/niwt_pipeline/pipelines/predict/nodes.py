@@ -49,6 +49,11 @@ def classify_images(
         progress=True,
     )
     failed = predictions["error"] != ""
+    if failed.all():
+        raise InputError(
+            f"predict: none of the {len(predictions)} image(s) could be read (first: "
+            f"{predictions['error'].iloc[0]}); the previous predictions are kept"
+        )
     logger.info("predict: %d image(s) classified", int((~failed).sum()))
     if failed.any():
         logger.warning(
