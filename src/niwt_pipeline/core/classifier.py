@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Dataset
@@ -50,7 +50,7 @@ from niwt_pipeline import __version__
 from niwt_pipeline.core.backbones.spec import BackboneSpec
 from niwt_pipeline.core.baselines import ESZSLModel
 from niwt_pipeline.core.data.atomic import swap_into_place
-from niwt_pipeline.core.data.images import load_rgb, to_rgb
+from niwt_pipeline.core.data.images import UNREADABLE, load_rgb, to_rgb, unreadable_image
 from niwt_pipeline.core.errors import InputError, fail, shorten
 from niwt_pipeline.core.explain.textual import textual_explanations
 from niwt_pipeline.core.explain.visual import visual_explanations
@@ -564,8 +564,8 @@ def _image_from_bytes(data: bytes, name: str) -> Image.Image:
         with Image.open(io.BytesIO(data)) as opened:
             opened.load()
             return to_rgb(ImageOps.exif_transpose(opened))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise InputError(f"{name}: not a readable image ({exc.__class__.__name__}: {exc})") from exc
+    except (Image.DecompressionBombError, *UNREADABLE) as exc:
+        raise unreadable_image(name, exc) from exc
 
 
 def _collate(items: list[tuple[str, str, torch.Tensor | None]]) -> _Batch:

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from niwt_pipeline.core.data.images import UNREADABLE, unreadable_image
 from niwt_pipeline.core.data.tables import SPLITS, RawDataset
 from niwt_pipeline.core.errors import fail
 
@@ -247,14 +248,8 @@ def verify_images(paths: Iterable[str | Path]) -> None:
         try:
             with Image.open(path) as image:
                 image.verify()
-        except Image.DecompressionBombError as exc:
-            raise fail(
-                path,
-                f"image too large for Pillow's pixel limit ({exc}); downscale it "
-                "(e.g. to at most 4000 px on the longer side)",
-            ) from exc
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-            raise fail(path, f"not a readable image ({exc.__class__.__name__}: {exc})") from exc
+        except (Image.DecompressionBombError, *UNREADABLE) as exc:
+            raise unreadable_image(path, exc) from exc
 
 
 def subset_summary(images: pd.DataFrame, classes: pd.DataFrame) -> dict[str, object]:

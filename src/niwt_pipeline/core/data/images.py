@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from niwt_pipeline.core.errors import fail
+from niwt_pipeline.core.errors import InputError, fail
 
 _WIDE_GRAY = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 
@@ -37,14 +37,23 @@ def load_rgb(path: str | Path) -> Image.Image:
         with Image.open(path) as opened:
             opened.load()
             return to_rgb(ImageOps.exif_transpose(opened))
-    except Image.DecompressionBombError as exc:
-        raise fail(
+    except (Image.DecompressionBombError, *UNREADABLE) as exc:
+        raise unreadable_image(path, exc) from exc
+
+
+#: What Pillow raises for a file that is not a readable image.
+UNREADABLE = (UnidentifiedImageError, OSError, SyntaxError, ValueError)
+
+
+def unreadable_image(path: str | Path, exc: BaseException) -> InputError:
+    """The message for an image file Pillow could not open (too large or not readable)."""
+    if isinstance(exc, Image.DecompressionBombError):
+        return fail(
             path,
             f"image too large for Pillow's pixel limit ({exc}); downscale it "
             "(e.g. to at most 4000 px on the longer side)",
-        ) from exc
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise fail(path, f"not a readable image ({exc.__class__.__name__}: {exc})") from exc
+        )
+    return fail(path, f"not a readable image ({exc.__class__.__name__}: {exc})")
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
