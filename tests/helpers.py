@@ -7,6 +7,9 @@ the test modules as ``tests.<folder>.<module>``, so this module is importable as
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+
 import torch
 
 from niwt_pipeline.core.backbones import BackboneSpec, SmallCNN
@@ -24,6 +27,19 @@ METRIC_KEYS = (
     "U_calibrated",
     "H_calibrated",
     "gamma",
+)
+
+#: The data layers of Kedro's data engineering convention, in the order data flows (the
+#: folders data/01_raw .. data/08_reporting).
+LAYERS = (
+    "raw",
+    "intermediate",
+    "primary",
+    "feature",
+    "model_input",
+    "models",
+    "model_output",
+    "reporting",
 )
 
 #: The classes of the hand-set backbone's outputs, in output order (deliberately unsorted).
@@ -72,3 +88,18 @@ def hand_set_state() -> dict[str, torch.Tensor]:
 def hand_set_backbone(image_size: int = 16) -> TrainedBackbone:
     """A :class:`TrainedBackbone` from :func:`hand_set_spec` and :func:`hand_set_state`."""
     return TrainedBackbone(hand_set_spec(image_size), hand_set_state())
+
+
+def run_in_test_env(
+    project: Path, pipelines: str | Sequence[str] | None = None, params: dict | None = None
+) -> None:
+    """``kedro run --env=test [--pipelines=...] [--params=...]`` in ``project``, in process."""
+    from kedro.framework.project import configure_project
+    from kedro.framework.session import KedroSession
+
+    names = [pipelines] if isinstance(pipelines, str) else pipelines
+    configure_project("niwt_pipeline")
+    with KedroSession.create(
+        project_path=project, env="test", runtime_params=params or {}
+    ) as session:
+        session.run(pipeline_names=list(names) if names else None)

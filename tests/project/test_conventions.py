@@ -14,22 +14,12 @@ import pytest
 import yaml
 from kedro.framework.project import configure_project, pipelines
 from pydantic import BaseModel
+from tests.helpers import LAYERS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HOOK_WRITTEN = {"run_timings", "stage_timing_metrics"}
 
-#: The data layers of Kedro's data engineering convention, in the order data flows, and the
-#: folder of each under data/.
-LAYERS = (
-    "raw",
-    "intermediate",
-    "primary",
-    "feature",
-    "model_input",
-    "models",
-    "model_output",
-    "reporting",
-)
+#: The folder of each data layer under data/.
 FOLDERS = {f"0{i + 1}_{layer}": layer for i, layer in enumerate(LAYERS)}
 
 #: The validation pipeline replays the recipes of these stages on other data, so it reads

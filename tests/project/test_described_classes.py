@@ -8,21 +8,11 @@ from __future__ import annotations
 
 import csv
 import json
-from pathlib import Path
 
 import pandas as pd
-from kedro.framework.project import configure_project
-from kedro.framework.session import KedroSession
+from tests.helpers import run_in_test_env as _run
 
 WORLD = "data/01_raw/attribute_world"
-
-
-def _run(project: Path, pipeline: str | None = None, params: dict | None = None) -> None:
-    configure_project("niwt_pipeline")
-    with KedroSession.create(
-        project_path=project, env="test", runtime_params=params or {}
-    ) as session:
-        session.run(pipeline_names=[pipeline] if pipeline else None)
 
 
 def test_a_class_described_only_by_attributes_is_recognised(fresh_project, monkeypatch):

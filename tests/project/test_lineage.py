@@ -7,18 +7,9 @@ import json
 
 import pandas as pd
 import pytest
-from kedro.framework.project import configure_project
-from kedro.framework.session import KedroSession
+from tests.helpers import run_in_test_env as _run
 
 from niwt_pipeline.core.errors import InputError
-
-
-def _run(project, pipelines=None, params=None):
-    configure_project("niwt_pipeline")
-    with KedroSession.create(
-        project_path=project, env="test", runtime_params=params or {}
-    ) as session:
-        session.run(pipeline_names=pipelines)
 
 
 def test_outputs_of_another_ingestion_are_refused(fresh_project, monkeypatch):

@@ -15,18 +15,11 @@ from kedro.framework.project import configure_project
 from kedro.framework.session import KedroSession
 from kedro.validation import ParameterValidationError
 from tests.helpers import METRIC_KEYS
+from tests.helpers import run_in_test_env as _run
 
 from niwt_pipeline.core.errors import InputError
 
 METHOD_KEYS = set(METRIC_KEYS)
-
-
-def _run(project_dir: Path, pipeline: str | None = None, params: dict | None = None) -> None:
-    configure_project("niwt_pipeline")
-    with KedroSession.create(
-        project_path=project_dir, env="test", runtime_params=params or {}
-    ) as session:
-        session.run(pipeline_names=[pipeline] if pipeline else None)
 
 
 def test_transfer_alone_on_a_fresh_project_names_the_pipeline_to_run_first(

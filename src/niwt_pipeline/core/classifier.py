@@ -30,8 +30,6 @@ import binascii
 import io
 import json
 import logging
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,7 +47,7 @@ from tqdm.auto import tqdm
 from niwt_pipeline import __version__
 from niwt_pipeline.core.backbones.spec import BackboneSpec
 from niwt_pipeline.core.baselines import ESZSLModel
-from niwt_pipeline.core.data.atomic import swap_into_place
+from niwt_pipeline.core.data.atomic import replaced_folder
 from niwt_pipeline.core.data.images import UNREADABLE, load_rgb, to_rgb, unreadable_image
 from niwt_pipeline.core.errors import InputError, fail, shorten
 from niwt_pipeline.core.explain.textual import textual_explanations
@@ -347,17 +345,15 @@ class ZeroShotClassifier:
             OSError: if the folder cannot be written.
         """
         root = Path(folder)
-        root.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}.", suffix=".new"))
-        try:
-            tensors = {f"backbone.{k}": v for k, v in self.backbone.state.items()}
-            tensors.update(self.rows.to_tensors("rows"))
-            if self.eszsl is not None:
-                tensors["eszsl.projection"] = torch.as_tensor(np.array(self.eszsl.projection))
-            if self.signatures is not None:
-                tensors["eszsl.signatures"] = torch.as_tensor(np.array(self.signatures))
-            if self.inverse is not None:
-                tensors.update({f"inverse.{k}": v for k, v in self.inverse.state().items()})
+        tensors = {f"backbone.{k}": v for k, v in self.backbone.state.items()}
+        tensors.update(self.rows.to_tensors("rows"))
+        if self.eszsl is not None:
+            tensors["eszsl.projection"] = torch.as_tensor(np.array(self.eszsl.projection))
+        if self.signatures is not None:
+            tensors["eszsl.signatures"] = torch.as_tensor(np.array(self.signatures))
+        if self.inverse is not None:
+            tensors.update({f"inverse.{k}": v for k, v in self.inverse.state().items()})
+        with replaced_folder(root) as staging:
             save_file(
                 {k: v.detach().cpu().contiguous() for k, v in tensors.items()},
                 str(staging / WEIGHTS_FILE),
@@ -366,10 +362,6 @@ class ZeroShotClassifier:
                 json.dumps(self.describe(), indent=2, ensure_ascii=False) + "\n",
                 encoding="utf-8",
             )
-            swap_into_place(staging, root)
-        finally:
-            if staging.exists():
-                shutil.rmtree(staging)
         return root
 
     def describe(self) -> dict[str, Any]:

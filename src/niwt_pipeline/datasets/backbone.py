@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from kedro.io import AbstractDataset, DatasetError
 
 from niwt_pipeline.core.backbones.spec import BackboneSpec
-from niwt_pipeline.core.data.atomic import swap_into_place
+from niwt_pipeline.core.data.atomic import replaced_folder
 from niwt_pipeline.core.trained import TrainedBackbone
 from niwt_pipeline.datasets.tensors import read_safetensors, write_safetensors
 
@@ -66,18 +64,11 @@ class TrainedBackboneDataset(AbstractDataset[TrainedBackbone, TrainedBackbone]):
         """
         if not isinstance(data, TrainedBackbone):
             raise DatasetError(f"{self._path}: expected a TrainedBackbone, got {type(data)}")
-        root = Path(self._path)
-        root.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}.", suffix=".new"))
-        try:
+        with replaced_folder(Path(self._path)) as staging:
             write_safetensors(staging / WEIGHTS_FILE, data.state)
             (staging / SPEC_FILE).write_text(
                 json.dumps(data.spec.to_dict(), indent=2) + "\n", encoding="utf-8"
             )
-            swap_into_place(staging, root)
-        finally:
-            if staging.exists():
-                shutil.rmtree(staging)
 
     def _exists(self) -> bool:
         return (Path(self._path) / SPEC_FILE).is_file()

@@ -81,3 +81,22 @@ def replaced_atomically(path: Path) -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def replaced_folder(root: Path) -> Iterator[Path]:
+    """A temporary sibling folder of ``root`` to fill; when the block succeeds it replaces
+    ``root`` (:func:`swap_into_place`); when it fails it is removed and ``root`` is left
+    as it was.
+
+    Raises:
+        OSError: if the temporary folder cannot be created or swapped into place.
+    """
+    root.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}.", suffix=".new"))
+    try:
+        yield staging
+        swap_into_place(staging, root)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +32,7 @@ import pandas as pd
 import scipy.io
 from safetensors.numpy import load_file, save_file
 
-from niwt_pipeline.core.data.atomic import swap_into_place
+from niwt_pipeline.core.data.atomic import replaced_folder
 from niwt_pipeline.core.data.tables import SPLITS, domain_knowledge_by_class
 from niwt_pipeline.core.data.xlsa17 import (
     SPLIT_KEYS,
@@ -202,9 +200,7 @@ def export_xlsa17(
     )
     locations = {key: np.flatnonzero(splits == split) for key, split in SPLIT_KEYS.items()}
 
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
-    try:
+    with replaced_folder(folder) as tmp:
         scipy.io.savemat(
             tmp / FEATURES_FILE,
             {
@@ -228,10 +224,6 @@ def export_xlsa17(
             },
             str(tmp / CLASSIFIER_FILE),
         )
-        swap_into_place(tmp, folder)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     logger.info(
         "xlsa17 export: %d images x %d features, %d classes (%d seen rows) -> %s",
         features.shape[0],

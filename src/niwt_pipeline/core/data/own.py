@@ -44,7 +44,6 @@ import math
 import os
 import shutil
 import unicodedata
-import uuid
 from collections.abc import Collection, Iterable
 from pathlib import Path
 
@@ -52,7 +51,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from niwt_pipeline.core.data.atomic import swap_into_place
+from niwt_pipeline.core.data.atomic import replaced_folder
 from niwt_pipeline.core.data.tables import SPLITS, RawDataset
 from niwt_pipeline.core.data.text import read_text
 from niwt_pipeline.core.errors import InputError, fail
@@ -612,10 +611,7 @@ def write_own_layout(
     """
     root = Path(root)
     _check_replaceable(root)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    new = root.parent / f".{root.name}.{uuid.uuid4().hex}.tmp"
-    new.mkdir()
-    try:
+    with replaced_folder(root) as new:
         manifest = {"name": name, "format": FORMAT, "version": VERSION}
         (new / "dataset.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         _write_tables(
@@ -629,10 +625,6 @@ def write_own_layout(
         listed = set(splits["relpath"])
         _write_images(new / "images", images, listed)
         raw = read_own_layout(new)
-        swap_into_place(new, root)
-    except BaseException:
-        shutil.rmtree(new, ignore_errors=True)
-        raise
     logger.info(
         "wrote %s (%d images, %d classes) to %s", name, len(raw.images), len(raw.classes), root
     )
