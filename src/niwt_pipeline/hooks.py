@@ -6,11 +6,13 @@ Parameters themselves are validated by Kedro (typed ``params:`` inputs of the no
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random
 import resource
 import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from kedro.framework.hooks import hook_impl
@@ -69,37 +71,49 @@ def missing_inputs_message(missing: list[str], catalog: Any, run_params: dict[st
     """What to do about inputs no run has saved: one command that runs, in order, every
     pipeline that makes them (and what those need in turn), with the user's ``--env`` and
     ``--params``; and, for an input no pipeline makes, where it was looked for."""
-    pipelines = _every_pipeline()
-    producers = {o: name for name, pipe in pipelines.items() for o in pipe.all_outputs()}
-    needed: set[str] = set()
-    queue, lines = list(missing), []
-    while queue:
-        name = queue.pop()
-        producer = producers.get(name)
-        if producer is None:
-            if name in missing:
-                kind = "dataset folder" if name == "raw_source" else "input"
-                where = _where(catalog, name)
-                lines.append(f"  - {name}: {kind} not found: {where}; create it or fix the path")
-            continue
-        if producer in needed:
-            continue
-        needed.add(producer)
-        queue.extend(
-            i
-            for i in pipelines[producer].inputs()
-            if not i.startswith("params:") and i in catalog and not catalog.exists(i)
-        )
+    producers = _producers(_every_pipeline())
+    lines = []
     for name in missing:
         if name in producers:
             lines.append(f"  - {name}: made by the `{producers[name]}` pipeline")
+        else:
+            kind = "dataset folder" if name == "raw_source" else "input"
+            where = _where(catalog, name)
+            lines.append(f"  - {name}: {kind} not found: {where}; create it or fix the path")
+    order = pipelines_to_run(
+        missing,
+        lambda i: not i.startswith("params:") and i in catalog and not catalog.exists(i),
+    )
     text = "this run needs inputs that do not exist yet:\n" + "\n".join(lines)
-    if needed:
-        order = [name for name in _pipeline_order(pipelines) if name in needed]
-        text += (
-            f"\nRun first:\n  kedro run --pipelines={','.join(order)}{_same_options(run_params)}"
-        )
+    if order:
+        text += f"\nRun first:\n  {_run_command(order, run_params)}"
     return text
+
+
+def pipelines_to_run(start: Iterable[str], redo: Callable[[str], bool]) -> list[str]:
+    """The pipelines that make the datasets ``start`` and, in turn, those of their inputs
+    for which ``redo`` is true, in an order where each comes after those it reads from."""
+    pipelines = _every_pipeline()
+    producers = _producers(pipelines)
+    needed: set[str] = set()
+    queue = list(start)
+    while queue:
+        producer = producers.get(queue.pop())
+        if producer is None or producer in needed:
+            continue
+        needed.add(producer)
+        queue.extend(i for i in pipelines[producer].inputs() if redo(i))
+    return [n for n in _pipeline_order(pipelines) if n in needed]
+
+
+def _producers(pipelines: dict[str, Any]) -> dict[str, str]:
+    """Dataset name -> the pipeline that makes it."""
+    return {o: name for name, pipe in pipelines.items() for o in pipe.all_outputs()}
+
+
+def _run_command(pipelines: list[str], run_params: dict[str, Any]) -> str:
+    """``kedro run --pipelines=a,b`` with the user's ``--env`` and ``--params``."""
+    return f"kedro run --pipelines={','.join(pipelines)}{_same_options(run_params)}"
 
 
 def _where(catalog: Any, name: str) -> str:
@@ -113,7 +127,7 @@ def _where(catalog: Any, name: str) -> str:
 
 def _pipeline_order(pipelines: dict[str, Any]) -> list[str]:
     """The pipelines in an order where each comes after those whose outputs it reads."""
-    made_by = {o: n for n, p in pipelines.items() for o in p.all_outputs()}
+    made_by = _producers(pipelines)
     after = {
         n: {made_by[i] for i in p.inputs() if i in made_by} - {n} for n, p in pipelines.items()
     }
@@ -149,6 +163,7 @@ def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+@functools.cache
 def _every_pipeline() -> dict[str, Any]:
     """Every named pipeline of the project (Kedro's registry, and ``find_pipelines``, hold
     only the pipelines being run)."""
@@ -197,31 +212,16 @@ class LineageHook:
             return
         stale = sorted(n for n in pipeline.inputs() if n not in made_here and self._is_stale(n))
         if stale:
-            order = self._pipelines_to_rerun(stale)
+            order = pipelines_to_run(stale, self._is_stale)
             raise InputError(
                 "these saved outputs were made from another ingestion than the tables in "
                 f"{self._file.parent} now: {', '.join(stale)}; re-run the pipelines that "
-                f"make them first:\n  kedro run --pipelines={','.join(order)}"
-                f"{_same_options(run_params)}"
+                f"make them first:\n  {_run_command(order, run_params)}"
             )
 
     def _is_stale(self, name: str) -> bool:
         recorded = self._record.get(name)
         return bool(recorded) and recorded != self._stamp
-
-    def _pipelines_to_rerun(self, stale: list[str]) -> list[str]:
-        """The pipelines that make ``stale`` and, in turn, their stale inputs, in order."""
-        pipelines = _every_pipeline()
-        producers = {o: n for n, pipe in pipelines.items() for o in pipe.all_outputs()}
-        needed: set[str] = set()
-        queue = list(stale)
-        while queue:
-            producer = producers.get(queue.pop())
-            if producer is None or producer in needed:
-                continue
-            needed.add(producer)
-            queue.extend(i for i in pipelines[producer].inputs() if self._is_stale(i))
-        return [n for n in _pipeline_order(pipelines) if n in needed]
 
     @hook_impl
     def after_dataset_saved(self, dataset_name: str, data: Any) -> None:
