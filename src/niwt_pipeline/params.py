@@ -26,6 +26,7 @@ from niwt_pipeline.core.training import TrainConfig
 from niwt_pipeline.core.transfer.config import TransferConfig
 from niwt_pipeline.core.transfer.reference import ReferenceConfig
 from niwt_pipeline.core.transfer.variants import make_variant
+from niwt_pipeline.core.trunk import TrunkConfig
 from niwt_pipeline.core.validation import SearchConfig
 
 
@@ -43,11 +44,14 @@ class RuntimeParams(_Block):
     deterministic: bool = True
 
     def resolved_threads(self) -> int:
-        """``auto``: one thread on a machine with two cores or fewer, else all but one."""
+        """``auto``: every core this process may use on a machine with two cores or fewer,
+        else all but one (left to image decoding and the rest of the system).  On a machine
+        that other jobs keep busy, ``runtime.num_threads: 1`` can be several times faster."""
         if self.num_threads != "auto":
             return max(1, int(self.num_threads))
-        cores = os.cpu_count() or 1
-        return 1 if cores <= 2 else cores - 1
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+        cores = cores or os.cpu_count() or 1
+        return cores if cores <= 2 else cores - 1
 
 
 class IngestionParams(_Block):
@@ -72,6 +76,7 @@ class BackboneParams(_Block):
     augment: bool = False
     holdout_fraction: float = Field(0.15, gt=0, lt=1)
     train: TrainConfig = TrainConfig()
+    trunk: TrunkConfig = TrunkConfig()
 
     def recipe(self) -> BackboneRecipe:
         """The library's :class:`~niwt_pipeline.core.trained.BackboneRecipe`."""
@@ -83,6 +88,7 @@ class BackboneParams(_Block):
             crop_fraction=self.crop_fraction,
             augment=self.augment,
             train=self.train,
+            trunk=self.trunk,
         )
 
 

@@ -122,6 +122,7 @@ class TestTrainedBackboneDataset:
             "std": [0.5, 0.5, 0.5],
             "seen_class_ids": SEEN_IDS,
             "crop_fraction": 1.0,
+            "trunk": None,
         }
         weights = load_file(str(root / "weights.safetensors"))
         state = hand_set_state()

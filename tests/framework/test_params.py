@@ -155,11 +155,14 @@ def test_extraction_shard_size_is_a_multiple_of_the_batch_size():
         ExtractionConfig(batch_size=8, shard_size=12)
 
 
-def test_auto_threads_is_one_on_small_machines(monkeypatch):
-    monkeypatch.setattr("os.cpu_count", lambda: 2)
-    assert RuntimeParams().resolved_threads() == 1
-    monkeypatch.setattr("os.cpu_count", lambda: 8)
+def test_auto_threads_use_every_core_on_small_machines_and_leave_one_on_larger(monkeypatch):
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert RuntimeParams().resolved_threads() == 2
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(8)), raising=False)
     assert RuntimeParams().resolved_threads() == 7
+    monkeypatch.delattr("os.sched_getaffinity", raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: 1)
+    assert RuntimeParams().resolved_threads() == 1
     assert RuntimeParams(num_threads=3).resolved_threads() == 3
     with pytest.raises(ValidationError, match="num_threads"):
         RuntimeParams.model_validate({"num_threads": "many"})

@@ -199,11 +199,13 @@ class Chain:
 def _train_seeded(images, classes, params, seed: int = GLOBAL_SEED):
     """``train_backbone`` with the global torch RNG seeded as the RuntimeHook seeds it before
     a run, inside a forked RNG state (the caller's global RNG is left as it was)."""
-    from niwt_pipeline.pipelines.backbone.nodes import train_backbone
+    from niwt_pipeline.pipelines.backbone.nodes import assign_backbone_roles, train_backbone
 
+    roles = assign_backbone_roles(images, params)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return train_backbone(images, classes, params)
+        backbone, report, metrics = train_backbone(images, classes, roles, params)
+    return backbone, roles, report, metrics
 
 
 @pytest.fixture(scope="session")

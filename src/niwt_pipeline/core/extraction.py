@@ -18,11 +18,11 @@ import pandas as pd
 import torch
 
 from niwt_pipeline.core.errors import InputError
-from niwt_pipeline.core.imageset import image_loader
 from niwt_pipeline.core.importance import extract
 from niwt_pipeline.core.shards import ShardStore, fingerprint, merge_shards, plan_shards, run_shards
 from niwt_pipeline.core.trained import TrainedBackbone
 from niwt_pipeline.core.training import resolve_device
+from niwt_pipeline.core.trunk import TrunkActivations
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +66,7 @@ def image_outputs(
     images: pd.DataFrame,
     config: ExtractionConfig,
     store: ShardStore | None = None,
+    trunk: TrunkActivations | None = None,
 ) -> dict[str, torch.Tensor]:
     """Features, logits and importances (true and predicted class) of every image.
 
@@ -80,6 +81,8 @@ def image_outputs(
         images: canonical image rows (``image_id``, ``path``, ``class_id``).
         config: batch size, device, targets, sharding.
         store: the shard store; needed only with ``shard_size``.
+        trunk: stored activations of the backbone's frozen trunk: when they cover the
+            images, only the head runs (see :meth:`TrainedBackbone.inputs`).
 
     Returns:
         ``image_id`` (N,), ``features`` (N, D), ``logits`` (N, S), ``predicted`` (N,),
@@ -93,13 +96,13 @@ def image_outputs(
         raise InputError("extraction.shard_size needs the image_output_shards store")
     spec = backbone.spec
     device = resolve_device(config.device)
-    cut = backbone.on(device)
+    backbone.on(device)
 
     def outputs_of(rows: pd.DataFrame) -> dict[str, torch.Tensor]:
-        loader = image_loader(
-            rows, spec, batch_size=config.batch_size, num_workers=config.num_workers
+        model, loader = backbone.inputs(
+            rows, trunk, batch_size=config.batch_size, num_workers=config.num_workers
         )
-        result = extract(cut, loader, device=device, targets=config.targets)
+        result = extract(model, loader, device=device, targets=config.targets)
         outputs = {
             "image_id": torch.as_tensor(rows["image_id"].to_numpy()[result.indices]),
             "features": torch.from_numpy(result.features),

@@ -9,6 +9,7 @@ the seen classifier rows).
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -18,6 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
 from niwt_pipeline.core.backbones.cut import CutModel, check_importance_layer, cut_at_layer
 from niwt_pipeline.core.backbones.spec import BackboneSpec
@@ -25,7 +27,14 @@ from niwt_pipeline.core.backbones.zoo import build_backbone, default_layer, prep
 from niwt_pipeline.core.errors import InputError
 from niwt_pipeline.core.imageset import image_loader
 from niwt_pipeline.core.rows import ClassRows
+from niwt_pipeline.core.shards import ShardStore
 from niwt_pipeline.core.training import TrainConfig, evaluate, resolve_device, train_classifier
+from niwt_pipeline.core.trunk import (
+    TrunkActivations,
+    TrunkConfig,
+    compute_trunk_activations,
+    trunk_context,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -89,9 +98,59 @@ class TrainedBackbone:
         """The model cut at ``spec.layer`` (stem -> A, head -> z, classifier), eval mode."""
         return cut_at_layer(self.model, self.spec.layer).eval()
 
+    @cached_property
+    def head_cut(self) -> CutModel:
+        """The cut model without its stem: ``forward(A) = classifier(head(A))`` for stored
+        activations ``A: (B, K, h, w)`` at ``spec.layer`` (shares the head and classifier
+        with :attr:`cut`)."""
+        cut = self.cut
+        return CutModel(nn.Identity(), cut.head, cut.classifier, cut.layer, cut.classifier_name)
+
     def on(self, device: torch.device) -> CutModel:
         """The cut model moved to ``device`` (in place; the CPU copy is the same object)."""
         return self.cut.to(device)
+
+    def inputs(
+        self,
+        images: pd.DataFrame,
+        trunk: TrunkActivations | None,
+        *,
+        batch_size: int,
+        labels: np.ndarray | None = None,
+        num_workers: int = 0,
+    ) -> tuple[CutModel, DataLoader]:
+        """The model and batches that give the backbone's outputs on ``images``.
+
+        With stored activations of this backbone's frozen trunk covering every image
+        (:meth:`TrunkActivations.serves`), :attr:`head_cut` and a loader of the stored
+        activations (the stem is not run again); otherwise :attr:`cut` and a loader of the
+        preprocessed images.  Either way ``model(batch[0])`` are the same logits, and the
+        batches are ``(inputs, labels (B,), row positions (B,))`` in table order.
+
+        Args:
+            images: image rows (``path``; ``image_id`` to use stored activations;
+                ``class_id`` unless ``labels`` is given).
+            trunk: the stored activations, or ``None``.
+            batch_size: rows per batch.
+            labels: (N,) labels; default the classifier index of each image's class.
+            num_workers: image-decoding processes (images only).
+
+        Raises:
+            InputError: bad sizes or normalisation of the spec.
+        """
+        if (
+            trunk is not None
+            and trunk.serves(self.spec)
+            and "image_id" in images
+            and trunk.covers(images["image_id"].to_numpy())
+        ):
+            return self.head_cut, trunk.loader(
+                images, self.spec, batch_size=batch_size, labels=labels
+            )
+        loader = image_loader(
+            images, self.spec, batch_size=batch_size, labels=labels, num_workers=num_workers
+        )
+        return self.cut, loader
 
     def seen_rows(self) -> ClassRows:
         """The trained classifier as class rows: weight (S, D), bias (S,) float32 on the CPU,
@@ -118,6 +177,8 @@ class BackboneRecipe:
         crop_fraction: evaluation centre-crop share of the resized shorter side.
         augment: random crops during training.
         train: the optimisation (:class:`~niwt_pipeline.core.training.TrainConfig`).
+        trunk: whether the network below ``layer`` is frozen (its activations computed
+            once and only the head trained: :class:`~niwt_pipeline.core.trunk.TrunkConfig`).
     """
 
     arch: str = "small_cnn"
@@ -127,6 +188,7 @@ class BackboneRecipe:
     crop_fraction: float = 1.0
     augment: bool = False
     train: TrainConfig = field(default_factory=TrainConfig)
+    trunk: TrunkConfig = field(default_factory=TrunkConfig)
 
     def spec_for(self, seen_ids: list[int]) -> BackboneSpec:
         """The :class:`BackboneSpec` of a backbone with one output per class of ``seen_ids``."""
@@ -142,69 +204,142 @@ class BackboneRecipe:
         )
 
 
+def pretrained_trunk(recipe: BackboneRecipe) -> tuple[CutModel, BackboneSpec]:
+    """The recipe's network with its pretrained weights, cut at the importance layer, in eval
+    mode, and the spec of its preprocessing (no seen classes yet).
+
+    Raises:
+        InputError: ``recipe.trunk.frozen`` without pretrained weights (a random trunk
+            would stay random), unknown arch or layer, unusable weights.
+    """
+    if recipe.weights in (None, "none"):
+        raise InputError(
+            "backbone.trunk.frozen is true but backbone.weights is null: a frozen trunk keeps "
+            "its pretrained weights, so name them (e.g. weights: imagenet, or a weights file), "
+            "or set backbone.trunk.frozen: false to train the whole network"
+        )
+    spec = recipe.spec_for([])
+    model = build_backbone(recipe.arch, num_classes=1, weights=recipe.weights)
+    return cut_at_layer(model, spec.layer).eval(), spec
+
+
+def trunk_activations(
+    recipe: BackboneRecipe, images: pd.DataFrame, store: ShardStore
+) -> TrunkActivations:
+    """The frozen trunk's activations of every image (``recipe.trunk.frozen``), stored in
+    resumable shards; :meth:`TrunkActivations.none` when the whole network is trained.
+
+    Args:
+        recipe: the architecture, pretrained weights, layer, preprocessing and
+            :class:`~niwt_pipeline.core.trunk.TrunkConfig`.
+        images: canonical image rows (``image_id``, ``path``, ``class_id``, ``split``).
+        store: the shard folder (see :func:`~niwt_pipeline.core.trunk.compute_trunk_activations`).
+
+    Raises:
+        InputError: see :func:`pretrained_trunk`; an image that cannot be read.
+    """
+    if not recipe.trunk.frozen:
+        return TrunkActivations.none()
+    cut, spec = pretrained_trunk(recipe)
+    return compute_trunk_activations(cut.stem, spec, images, recipe.trunk, store)
+
+
 def fit_backbone(
     recipe: BackboneRecipe,
     seen_ids: list[int],
     train: pd.DataFrame,
     holdout: pd.DataFrame,
     test: pd.DataFrame | None = None,
+    trunk: TrunkActivations | None = None,
 ) -> tuple[TrainedBackbone, dict[str, Any]]:
     """Build ``recipe.arch`` with one output per class of ``seen_ids`` and train it.
 
     The initial weights follow ``recipe.train.seed`` (in a forked RNG state); the importance
-    layer is checked before training (:func:`check_importance_layer`).
+    layer is checked before training (:func:`check_importance_layer`).  With
+    ``recipe.trunk.frozen`` only the head above the importance layer and the classifier are
+    trained, on the stored activations ``trunk`` (their random-crop views are the
+    augmentation); the stem keeps its pretrained weights and the spec records ``trunk``'s
+    fingerprint.
 
     Args:
         recipe: the architecture, weights, layer, preprocessing and optimisation.
         seen_ids: the classes of the classifier's outputs, in output order.
-        train: image rows (``path``, ``class_id``) to train on.
+        train: image rows (``path``, ``class_id``; ``image_id`` with a frozen trunk) to
+            train on.
         holdout: image rows that pick the best epoch (may be empty).
         test: image rows that are only measured (optional).
+        trunk: the stored activations (needed with ``recipe.trunk.frozen``).
 
     Returns:
         The trained backbone and a report (JSON; accuracies are fractions, NaN when a set
         is empty; ``history`` has one entry per epoch).
 
     Raises:
-        InputError: unknown arch or layer, a layer after which the scores are linear, or
-            unusable weights.
+        InputError: unknown arch or layer, a layer after which the scores are linear,
+            unusable weights, or (frozen trunk) missing activations or activations of
+            another stem, layer, image size, preprocessing or number of views.
     """
     spec = recipe.spec_for(seen_ids)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(recipe.train.seed)  # the initial weights follow train.seed too
         model = build_backbone(recipe.arch, num_classes=len(seen_ids), weights=recipe.weights)
-    check_importance_layer(cut_at_layer(model, spec.layer), _example_input(spec))
+    cut = cut_at_layer(model, spec.layer)
+    check_importance_layer(cut, _example_input(spec))
 
     batch = recipe.train.batch_size
-    train_loader = image_loader(
-        train, spec, batch_size=batch, shuffle=True, augment=recipe.augment, seed=recipe.train.seed
-    )
-    holdout_loader = image_loader(holdout, spec, batch_size=batch)
+    seed = recipe.train.seed
+    if recipe.trunk.frozen:
+        if recipe.weights in (None, "none"):
+            pretrained_trunk(recipe)  # raises the message naming the fix
+        context = trunk_context(cut.stem, spec, recipe.trunk)
+        if trunk is None or not trunk.available or trunk.fingerprint != context:
+            raise InputError(
+                "backbone.trunk.frozen: the stored trunk activations were computed by another "
+                "backbone, layer, image size, preprocessing or number of views (or are "
+                "missing); run the backbone pipeline again to recompute them"
+            )
+        spec.trunk = context
+        net: nn.Module = CutModel(
+            nn.Identity(), cut.head, cut.classifier, cut.layer, cut.classifier_name
+        )
+
+        def loader(rows: pd.DataFrame, **kwargs: Any) -> DataLoader:
+            return trunk.loader(rows, spec, batch_size=batch, **kwargs)
+
+        train_loader = loader(train, shuffle=True, augment=recipe.trunk.views > 1, seed=seed)
+    else:
+        net = model
+
+        def loader(rows: pd.DataFrame, **kwargs: Any) -> DataLoader:
+            return image_loader(rows, spec, batch_size=batch, **kwargs)
+
+        train_loader = loader(train, shuffle=True, augment=recipe.augment, seed=seed)
+    holdout_loader = loader(holdout)
     started = time.perf_counter()
     result = train_classifier(
-        model, train_loader, recipe.train, val_loader=holdout_loader if len(holdout) else None
+        net, train_loader, recipe.train, val_loader=holdout_loader if len(holdout) else None
     )
     seconds = time.perf_counter() - started
     device = resolve_device(recipe.train.device)
     test_acc = (
-        evaluate(model, image_loader(test, spec, batch_size=batch), device)[0]
-        if test is not None and len(test)
-        else float("nan")
+        evaluate(net, loader(test), device)[0] if test is not None and len(test) else float("nan")
     )
-    holdout_acc = evaluate(model, holdout_loader, device)[0] if len(holdout) else float("nan")
+    holdout_acc = evaluate(net, holdout_loader, device)[0] if len(holdout) else float("nan")
     logger.info(
-        "backbone %s trained on %d images of %d classes in %.0f s: "
-        "accuracy %.1f%% (test_seen), %.1f%% (holdout)",
+        "backbone %s (%s) trained on %d images of %d classes in %.0f s: "
+        "accuracy %s (test_seen), %s (holdout)",
         recipe.arch,
+        "frozen trunk, head only" if recipe.trunk.frozen else "whole network",
         len(train),
         len(seen_ids),
         seconds,
-        100 * test_acc,
-        100 * holdout_acc,
+        _percent(test_acc),
+        _percent(holdout_acc),
     )
     report = {
         "arch": recipe.arch,
         "layer": spec.layer,
+        "trunk": "frozen" if recipe.trunk.frozen else "trained",
         "n_train_images": len(train),
         "n_holdout_images": len(holdout),
         "seen_accuracy_test": float(test_acc),
@@ -214,6 +349,10 @@ def fit_backbone(
     }
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     return TrainedBackbone(spec, state), report
+
+
+def _percent(value: float) -> str:
+    return "n/a (no images)" if math.isnan(value) else f"{100 * value:.1f}%"
 
 
 def _example_input(spec: BackboneSpec) -> torch.Tensor:

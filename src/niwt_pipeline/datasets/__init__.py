@@ -26,6 +26,7 @@ from niwt_pipeline.datasets.raw_sources import (
 )
 from niwt_pipeline.datasets.shards import ShardStoreDataset
 from niwt_pipeline.datasets.tensors import SafetensorsDataset, SafetensorsObjectDataset
+from niwt_pipeline.datasets.trunk import TrunkActivationsDataset
 
 __all__ = [
     "AWA2Dataset",
@@ -38,6 +39,7 @@ __all__ = [
     "OwnLayoutDataset",
     "SafetensorsDataset",
     "SafetensorsObjectDataset",
+    "TrunkActivationsDataset",
     "ShardStoreDataset",
     "TextEmbeddingsSource",
     "TrainedBackboneDataset",

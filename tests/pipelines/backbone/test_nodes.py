@@ -23,6 +23,7 @@ def test_spec_describes_the_trained_network(chain):
         "std": [0.5, 0.5, 0.5],
         "seen_class_ids": chain.seen_ids,
         "crop_fraction": 1.0,
+        "trunk": None,
     }
 
 
@@ -82,7 +83,9 @@ def test_report_and_metrics_agree_with_the_roles(chain):
 )
 def test_unusable_network_choice_is_a_clear_input_error(chain, params_for, override, message):
     with pytest.raises(InputError, match=message):
-        train_backbone(chain.images, chain.classes, params_for("backbone", override))
+        train_backbone(
+            chain.images, chain.classes, chain.backbone_roles, params_for("backbone", override)
+        )
 
 
 @pytest.mark.parametrize(
@@ -108,7 +111,7 @@ def test_unusable_network_choice_is_a_clear_input_error(chain, params_for, overr
 )
 def test_bad_parameters_are_refused_naming_the_key_before_any_work(params_for, bad, key):
     with pytest.raises((ValidationError, InputError), match=key):
-        train_backbone(None, None, params_for("backbone", bad))
+        train_backbone(None, None, None, params_for("backbone", bad))
 
 
 # ------------------------------------------------------------------ determinism

@@ -5,22 +5,35 @@ from __future__ import annotations
 import pytest
 import torch
 
+from niwt_pipeline.core.shards import ShardStore
 from niwt_pipeline.pipelines.backbone.pipeline import create_pipeline
 
-INPUTS = {"images", "classes", "params:backbone"}
-OUTPUTS = {"backbone", "backbone_roles", "backbone_report", "backbone_metrics"}
+INPUTS = {"images", "classes", "params:backbone", "trunk_activation_shards"}
+OUTPUTS = {
+    "backbone",
+    "backbone_roles",
+    "backbone_report",
+    "backbone_metrics",
+    "trunk_activations",
+}
 
 
 def test_pipeline_contract():
     pipeline = create_pipeline()
 
     assert pipeline.inputs() == INPUTS
-    assert pipeline.outputs() == pipeline.all_outputs() == OUTPUTS
-    assert [n.name for n in pipeline.nodes] == ["train_backbone"]
+    assert pipeline.all_outputs() == OUTPUTS
+    # both also read by train_backbone
+    assert pipeline.outputs() == OUTPUTS - {"trunk_activations", "backbone_roles"}
+    assert {n.name for n in pipeline.nodes} == {
+        "assign_backbone_roles",
+        "compute_trunk_activations",
+        "train_backbone",
+    }
 
 
 @pytest.fixture(scope="module")
-def outputs(run_pipeline, chain, params_for):
+def outputs(run_pipeline, chain, params_for, tmp_path_factory):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)  # as the RuntimeHook does before a run
         return run_pipeline(
@@ -29,6 +42,7 @@ def outputs(run_pipeline, chain, params_for):
                 "images": chain.images,
                 "classes": chain.classes,
                 "params:backbone": params_for("backbone"),
+                "trunk_activation_shards": ShardStore(tmp_path_factory.mktemp("trunk")),
             },
         )
 

@@ -93,6 +93,7 @@ def upstream(
             "domain_knowledge_source": NativeAttributesSource(scale="max"),
             "extra_classes": ExtraClassesDataset(filepath=str(root / "extra_classes.csv")),
             "image_output_shards": ShardStoreDataset(path=str(root / "shards")),
+            "trunk_activation_shards": ShardStoreDataset(path=str(root / "trunk")),
             **{name: _KeptMemoryDataset() for name in pipeline.all_outputs()},
         }
     )

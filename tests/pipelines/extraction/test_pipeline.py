@@ -12,10 +12,17 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
 from niwt_pipeline.core.shards import ShardStore
+from niwt_pipeline.core.trunk import TrunkActivations
 from niwt_pipeline.datasets import SafetensorsDataset, ShardStoreDataset
 from niwt_pipeline.pipelines.extraction.pipeline import create_pipeline
 
-INPUTS = {"backbone", "images", "params:extraction", "image_output_shards"}
+INPUTS = {
+    "backbone",
+    "images",
+    "params:extraction",
+    "image_output_shards",
+    "trunk_activations",
+}
 OUTPUTS = {"image_outputs"}
 
 
@@ -41,6 +48,7 @@ def outputs(run_pipeline, chain, params_for, shard_root):
             "images": chain.images,
             "params:extraction": params_for("extraction"),
             "image_output_shards": ShardStore(shard_root),
+            "trunk_activations": TrunkActivations.none(),
         },
     )
 
@@ -74,6 +82,7 @@ def test_sharded_run_on_a_file_catalog_resumes_and_equals_the_unsharded_one(
                 "images": MemoryDataset(chain.images, copy_mode="copy"),
                 "params:extraction": MemoryDataset(params_for("extraction", {"shard_size": 32})),
                 "image_output_shards": ShardStoreDataset(path=str(root / "image_output_shards")),
+                "trunk_activations": MemoryDataset(TrunkActivations.none(), copy_mode="assign"),
                 "image_outputs": SafetensorsDataset(
                     filepath=str(root / "image_outputs.safetensors")
                 ),

@@ -8,6 +8,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from niwt_pipeline.core.extra import ExtraClasses
+from niwt_pipeline.core.trunk import TrunkActivations
 from niwt_pipeline.pipelines.transfer.pipeline import create_pipeline
 
 INPUTS = {
@@ -26,6 +27,7 @@ INPUTS = {
     "inverse_map_weights",
     "domain_knowledge_info",
     "params:transfer",
+    "trunk_activations",
 }
 OUTPUTS = {
     "transfer_report",
@@ -105,6 +107,7 @@ def outputs(run_pipeline, chain, params_for, domain_source):
             "mapper_weights": chain.mapper_weights,
             "domain_knowledge_info": chain.domain_knowledge_info,
             "params:transfer": params_for("transfer"),
+            "trunk_activations": TrunkActivations.none(),
         },
     )
     yield produced

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from niwt_pipeline.core.trunk import TrunkActivations
 from niwt_pipeline.pipelines.validation.pipeline import create_pipeline
 
 INPUTS = {
@@ -17,6 +18,7 @@ INPUTS = {
     "params:extraction",
     "params:mapping",
     "params:transfer",
+    "trunk_activations",
 }
 OUTPUTS = {
     "validation_backbone_report",
@@ -53,6 +55,7 @@ def outputs(run_pipeline, chain, params_for):
                 "classes": chain.classes,
                 "backbone_roles": chain.backbone_roles,
                 "domain_knowledge": chain.domain_knowledge,
+                "trunk_activations": TrunkActivations.none(),
                 **{
                     f"params:{n}": params_for(n)
                     for n in ("validation", "backbone", "extraction", "mapping", "transfer")

@@ -20,6 +20,10 @@ class BackboneSpec:
         mean, std: per-channel input normalisation of [0, 1] pixel values.
         seen_class_ids: canonical ``class_id`` of classifier output ``j`` (seen classes only).
         crop_fraction: centre-crop fraction used at evaluation time.
+        trunk: ``None`` when the whole network was trained; in frozen-trunk mode the
+            fingerprint of the stored activations its head was trained on
+            (:func:`~niwt_pipeline.core.trunk.trunk_context`), so later stages read them
+            instead of running the unchanged pretrained stem again.
     """
 
     arch: str
@@ -29,6 +33,7 @@ class BackboneSpec:
     std: list[float]
     seen_class_ids: list[int]
     crop_fraction: float = 1.0
+    trunk: str | None = None
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> BackboneSpec:
@@ -38,7 +43,7 @@ class BackboneSpec:
             InputError: when keys are missing or unknown (naming them).
         """
         known = {f.name for f in fields(cls)}
-        required = {f.name for f in fields(cls) if f.name != "crop_fraction"}
+        required = {f.name for f in fields(cls) if f.name not in ("crop_fraction", "trunk")}
         missing = sorted(required - set(values))
         unknown = sorted(set(values) - known)
         if missing or unknown:

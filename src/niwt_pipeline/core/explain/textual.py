@@ -22,11 +22,11 @@ from niwt_pipeline.core.backbones.cut import CutModel
 from niwt_pipeline.core.errors import InputError
 from niwt_pipeline.core.explain.common import _check_names, _check_top_k, _matrix, _top_k
 from niwt_pipeline.core.gradcam import row_gradients
-from niwt_pipeline.core.imageset import image_loader
 from niwt_pipeline.core.mapper import InverseMap
 from niwt_pipeline.core.rows import ClassRows
 from niwt_pipeline.core.trained import TrainedBackbone
 from niwt_pipeline.core.training import resolve_device
+from niwt_pipeline.core.trunk import TrunkActivations
 
 logger = logging.getLogger(__name__)
 
@@ -199,6 +199,7 @@ def predicted_row_importance(
     *,
     batch_size: int,
     device: str | torch.device = "auto",
+    trunk: TrunkActivations | None = None,
 ) -> torch.Tensor:
     """The importance of each image's predicted row: (N, K) float32, streamed in batches.
 
@@ -208,23 +209,23 @@ def predicted_row_importance(
         table: image rows (``path``, ``predicted_class_id``).
         batch_size: images per batch.
         device: where to run the network.
+        trunk: stored activations of the backbone's frozen trunk (read instead of running
+            the stem when they cover the images).
 
     Raises:
         InputError: when a predicted class has no row, an image cannot be read, or there
             are no images.
     """
-    cut = backbone.on(resolve_device(device))
+    device = resolve_device(device)
+    backbone.on(device)
     weight, _ = rows.rows_for(table["predicted_class_id"].to_numpy())
     weight = torch.as_tensor(weight, dtype=torch.float32)
-    loader = image_loader(
-        table,
-        backbone.spec,
-        batch_size=batch_size,
-        labels=np.zeros(len(table), dtype=np.int64),
+    model, loader = backbone.inputs(
+        table, trunk, batch_size=batch_size, labels=np.zeros(len(table), dtype=np.int64)
     )
     importance: torch.Tensor | None = None
     for x, _, index in loader:
-        batch = row_importance_on_images(cut, x, weight[index]).float().cpu()
+        batch = row_importance_on_images(model, x, weight[index]).float().cpu()
         if importance is None:
             importance = torch.zeros((len(table), batch.shape[1]))
         importance[index] = batch
@@ -245,6 +246,7 @@ def explain_predictions(
     top_k: int,
     batch_size: int,
     device: str | torch.device = "auto",
+    trunk: TrunkActivations | None = None,
 ) -> pd.DataFrame:
     """Explain each image's prediction in domain-knowledge words.
 
@@ -259,6 +261,7 @@ def explain_predictions(
         top_k: dimensions per explanation.
         batch_size: images per batch.
         device: where to run the network.
+        trunk: stored activations of the backbone's frozen trunk, or ``None``.
 
     Returns:
         One row per image: ``image_id``, ``path``, ``split``, ``true_class_id``,
@@ -273,7 +276,7 @@ def explain_predictions(
     require_image_files(table["path"].tolist())
     if len(table):
         importance = predicted_row_importance(
-            backbone, rows, table, batch_size=batch_size, device=device
+            backbone, rows, table, batch_size=batch_size, device=device, trunk=trunk
         )
     else:
         importance = torch.zeros((0, inverse.weight.shape[0]))

@@ -22,10 +22,11 @@ from torch.utils.data import DataLoader
 
 from niwt_pipeline.core.backbones.cut import CutModel
 from niwt_pipeline.core.errors import InputError
-from niwt_pipeline.core.imageset import folder_images, image_loader, sample_rows
+from niwt_pipeline.core.imageset import folder_images, sample_rows
 from niwt_pipeline.core.trained import TrainedBackbone
 from niwt_pipeline.core.training import resolve_device
 from niwt_pipeline.core.transfer.gram import reference_gram
+from niwt_pipeline.core.trunk import TrunkActivations
 
 logger = logging.getLogger(__name__)
 
@@ -156,6 +157,7 @@ def reference_cache(
     images: pd.DataFrame,
     config: ReferenceConfig,
     device: str | torch.device = "auto",
+    trunk: TrunkActivations | None = None,
 ) -> ReferenceCache:
     """G of the reference images when it fits in the memory budget, else their activations.
 
@@ -164,6 +166,8 @@ def reference_cache(
         images: the canonical images table.
         config: which images and the budget.
         device: where to run the network.
+        trunk: stored activations of the backbone's frozen trunk (read instead of running
+            the stem when they cover the reference images).
 
     Returns:
         A :class:`ReferenceCache` (CPU tensors).
@@ -174,13 +178,10 @@ def reference_cache(
     dev = resolve_device(device)
     cut = backbone.on(dev)
     table = reference_images(images, backbone.spec.seen_class_ids, config)
-    loader = image_loader(
-        table,
-        backbone.spec,
-        batch_size=config.batch_size,
-        labels=np.zeros(len(table), dtype=np.int64),
+    model, loader = backbone.inputs(
+        table, trunk, batch_size=config.batch_size, labels=np.zeros(len(table), dtype=np.int64)
     )
-    activations = layer_activations(cut, loader, dev)
+    activations = layer_activations(model, loader, dev)
     with torch.no_grad():
         d = cut.head(activations[:1].to(dev)).shape[1]
     gram_mb = activations.shape[0] * activations.shape[1] * d * 4 / 2**20

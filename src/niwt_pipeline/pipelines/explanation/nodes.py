@@ -53,6 +53,7 @@ from niwt_pipeline.core.report import (
 from niwt_pipeline.core.rows import RowSet
 from niwt_pipeline.core.trained import TrainedBackbone
 from niwt_pipeline.core.training import resolve_device
+from niwt_pipeline.core.trunk import TrunkActivations
 from niwt_pipeline.params import ExplanationParams
 from niwt_pipeline.tracking import flatten_metrics
 
@@ -121,9 +122,11 @@ def explain_predictions(
     inverse_map_weights: dict[str, torch.Tensor],
     gzsl_evaluation: GZSLEvaluation,
     options: ExplanationParams,
+    trunk_activations: TrunkActivations | None = None,
 ) -> pd.DataFrame:
     """Explain NIWT's calibrated prediction on every test image (or a seeded sample of
-    ``explanation.max_images``) in domain-knowledge words.
+    ``explanation.max_images``) in domain-knowledge words (with a frozen trunk, from its
+    stored activations).
 
     Returns:
         One row per explained image (see
@@ -161,6 +164,7 @@ def explain_predictions(
         top_k=options.top_k,
         batch_size=options.batch_size,
         device=options.device,
+        trunk=trunk_activations,
     )
     logger.info(
         "textual explanations: %d test images (%d predicted unseen) at gamma %.3g in %.1f s; "

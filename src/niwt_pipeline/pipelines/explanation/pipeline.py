@@ -43,6 +43,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "inverse_map_weights",
                     "gzsl_evaluation",
                     "params:explanation",
+                    "trunk_activations",
                 ],
                 outputs="textual_explanations",
                 name="explain_predictions",

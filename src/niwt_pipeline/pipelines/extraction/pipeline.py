@@ -17,7 +17,13 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(
                 extract_image_outputs,
-                inputs=["backbone", "images", "params:extraction", "image_output_shards"],
+                inputs=[
+                    "backbone",
+                    "images",
+                    "params:extraction",
+                    "image_output_shards",
+                    "trunk_activations",
+                ],
                 outputs="image_outputs",
                 name="extract_image_outputs",
             )

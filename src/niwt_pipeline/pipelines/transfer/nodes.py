@@ -25,6 +25,7 @@ from niwt_pipeline.core.report import plot_confusion, plot_seen_unseen_curves
 from niwt_pipeline.core.rows import ClassRows, RowSet
 from niwt_pipeline.core.trained import TrainedBackbone
 from niwt_pipeline.core.transfer import ReferenceCache, make_variant, reference_cache, variant_rows
+from niwt_pipeline.core.trunk import TrunkActivations
 from niwt_pipeline.params import TransferParams
 from niwt_pipeline.tracking import as_metrics
 
@@ -62,11 +63,16 @@ def add_extra_classes(
 
 
 def cache_reference(
-    backbone: TrainedBackbone, images: pd.DataFrame, options: TransferParams
+    backbone: TrainedBackbone,
+    images: pd.DataFrame,
+    options: TransferParams,
+    trunk_activations: TrunkActivations | None = None,
 ) -> ReferenceCache:
     """What weight transfer needs of the reference images, computed once: G (N, K, D) when
-    it fits in ``transfer.reference.gram_memory_budget_mb``, else the activations."""
-    return reference_cache(backbone, images, options.reference.config(), options.device)
+    it fits in ``transfer.reference.gram_memory_budget_mb``, else the activations (with a
+    frozen trunk, read from its stored activations)."""
+    config = options.reference.config()
+    return reference_cache(backbone, images, config, options.device, trunk_activations)
 
 
 def _image_rows(image_outputs: dict[str, Any], images: pd.DataFrame) -> pd.DataFrame:

@@ -38,7 +38,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 cache_reference,
-                inputs=["backbone", "images", "params:transfer"],
+                inputs=["backbone", "images", "params:transfer", "trunk_activations"],
                 outputs="reference_cache",
                 name="cache_reference",
             ),

@@ -19,6 +19,7 @@ from niwt_pipeline.core.extraction import image_outputs
 from niwt_pipeline.core.roles import VALIDATION_ROLES, rows_with_role, validation_roles
 from niwt_pipeline.core.trained import TrainedBackbone, fit_backbone
 from niwt_pipeline.core.transfer.reference import ReferenceCache, reference_cache
+from niwt_pipeline.core.trunk import TrunkActivations
 from niwt_pipeline.core.validation import search_candidates
 from niwt_pipeline.params import (
     BackboneParams,
@@ -48,9 +49,13 @@ def split_for_validation(
 
 
 def train_validation_backbone(
-    images: pd.DataFrame, validation_roles: pd.DataFrame, options: BackboneParams
+    images: pd.DataFrame,
+    validation_roles: pd.DataFrame,
+    options: BackboneParams,
+    trunk_activations: TrunkActivations | None = None,
 ) -> tuple[TrainedBackbone, dict[str, Any]]:
-    """The backbone's recipe (``params:backbone``) trained without the pseudo-unseen classes.
+    """The backbone's recipe (``params:backbone``) trained without the pseudo-unseen classes
+    (with a frozen trunk: the head retrained on the same stored activations).
 
     Returns:
         The validation backbone and its report (JSON).
@@ -61,6 +66,7 @@ def train_validation_backbone(
         sorted(int(c) for c in validation_roles.loc[~pseudo, "class_id"].unique()),
         rows_with_role(images, validation_roles, "train"),
         rows_with_role(images, validation_roles, "holdout"),
+        trunk=trunk_activations,
     )
     report["pseudo_unseen_class_ids"] = sorted(
         int(c) for c in validation_roles.loc[pseudo, "class_id"].unique()
@@ -73,11 +79,13 @@ def extract_validation_outputs(
     images: pd.DataFrame,
     validation_roles: pd.DataFrame,
     options: ExtractionParams,
+    trunk_activations: TrunkActivations | None = None,
 ) -> dict[str, torch.Tensor]:
     """Features and importances of the validation images under the validation backbone
     (``params:extraction``, in one pass)."""
     table = rows_with_role(images, validation_roles, *VALIDATION_ROLES)
-    return image_outputs(validation_backbone, table, options.config(sharded=False))
+    config = options.config(sharded=False)
+    return image_outputs(validation_backbone, table, config, trunk=trunk_activations)
 
 
 def cache_validation_reference(
@@ -85,11 +93,12 @@ def cache_validation_reference(
     images: pd.DataFrame,
     options: ValidationParams,
     transfer: TransferParams,
+    trunk_activations: TrunkActivations | None = None,
 ) -> ReferenceCache:
     """The reference cache (``transfer.reference``) of the validation backbone; its seen
     classes exclude the pseudo-unseen ones, so their images are never reference images."""
     config = transfer.reference.config(max_images=options.reference_max_images)
-    return reference_cache(validation_backbone, images, config, transfer.device)
+    return reference_cache(validation_backbone, images, config, transfer.device, trunk_activations)
 
 
 def select_hyperparameters(
