@@ -215,3 +215,13 @@ def test_the_catalog_entry_round_trips_and_refuses_rewritten_shards(images, tmp_
     (root / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(DatasetError, match="shard-00001.safetensors: missing or stale"):
         dataset.load()
+
+
+def test_a_frozen_trunk_cut_at_a_layer_the_model_lacks_names_the_valid_ones(images, tmp_path):
+    weights = tmp_path / "pretrained.safetensors"
+    save_file(hand_set_state(), str(weights))
+    recipe = _recipe(str(weights))
+    recipe.layer = "block9"
+    with pytest.raises(InputError, match=r"'block9' is not a node of SmallCNN.*block3"):
+        trunk_activations(recipe, images, ShardStore(tmp_path / "t"))
+    assert not (tmp_path / "t").exists()  # nothing written

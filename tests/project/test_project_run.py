@@ -175,3 +175,36 @@ def test_run_timings_give_every_node_its_time_and_the_peak_memory_after_it(finis
     assert seconds and set(seconds) == set(peaks)  # (other tests re-run single pipelines)
     assert all(value >= 0 for value in seconds.values())
     assert 0 < max(peaks.values()) <= timings["peak_rss_mb"]
+
+
+def test_a_frozen_trunk_run_trains_the_head_on_activations_stored_once(
+    finished_run: Path, fresh_project: Path, monkeypatch
+):
+    """``backbone.trunk.frozen`` with pretrained weights (here the weights a first run
+    trained): the stem's activations are stored once, the stem keeps its weights, and
+    every stage downstream runs; a second run of the backbone reuses the stored shards."""
+    from safetensors.torch import load_file
+
+    pretrained = fresh_project / "pretrained.safetensors"
+    pretrained.write_bytes(
+        (finished_run / "data/04_feature/backbone/weights.safetensors").read_bytes()
+    )
+    monkeypatch.chdir(fresh_project)
+    params = {"backbone": {"weights": str(pretrained), "trunk": {"frozen": True}}}
+    _run(fresh_project, None, params)
+    data = fresh_project / "data"
+    manifest = json.loads((data / "04_feature/trunk_activations/manifest.json").read_text())
+    spec = json.loads((data / "04_feature/backbone/spec.json").read_text())
+    assert manifest["frozen"] and spec["trunk"] == manifest["fingerprint"]
+    report = json.loads((data / "08_reporting/backbone_report.json").read_text())
+    assert report["trunk"] == "frozen"
+    trained = load_file(str(data / "04_feature/backbone/weights.safetensors"))
+    before = load_file(str(pretrained))
+    stem = [k for k in before if k.startswith(("block1.", "block2.", "block3."))]
+    assert stem and all(np.array_equal(trained[k], before[k]) for k in stem)
+    metrics = json.loads((data / "08_reporting/gzsl_metrics.json").read_text())["methods"]
+    assert all(np.isfinite(m["H_calibrated"]) for m in metrics.values())
+    shard = data / "04_feature/trunk_activations/shard-00000.safetensors"
+    stamp = shard.stat().st_mtime_ns
+    _run(fresh_project, "backbone", params)
+    assert shard.stat().st_mtime_ns == stamp  # the stored activations were reused

@@ -189,10 +189,15 @@ class GramMoments:
     n_images: int
 
 
+#: Images per float64 step of :func:`gram_moments`.
+MOMENT_CHUNK = 32
+
+
 def gram_moments(
     gram_chunks: Iterable[torch.Tensor], seen_weight: np.ndarray | torch.Tensor
 ) -> GramMoments:
-    """Stream G (chunks of (n, K, D)) once into :class:`GramMoments` (float64).
+    """Stream G (chunks of (n, K, D)) once into :class:`GramMoments` (float64), converting
+    at most :data:`MOMENT_CHUNK` images at a time.
 
     Args:
         gram_chunks: chunks of G, each (n, K, D).
@@ -204,8 +209,10 @@ def gram_moments(
     w_seen = _as_tensor(seen_weight, torch.float64)
     moment = total = None
     norm_sum, n_images = 0.0, 0
-    for chunk in gram_chunks:
-        g = chunk.detach().to(dtype=torch.float64)
+    # float64 copies of at most MOMENT_CHUNK images at a time: memory does not grow with N
+    pieces = (piece for chunk in gram_chunks for piece in chunk.detach().split(MOMENT_CHUNK))
+    for piece in pieces:
+        g = piece.to(dtype=torch.float64)
         if moment is None:
             w_seen = w_seen.to(g.device)
             moment = torch.zeros(g.shape[2], g.shape[2], dtype=torch.float64, device=g.device)
