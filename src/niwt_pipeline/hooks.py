@@ -289,8 +289,27 @@ def _write_json(path: Any, record: dict[str, str]) -> None:
         tmp.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n", encoding="utf-8")
 
 
+class InputErrorEcho(logging.Filter):
+    """Drops Kedro's "Node ... failed with error" line when the node failed on bad input:
+    the project's ``kedro run`` reports that error once, with its fix
+    (:mod:`niwt_pipeline.cli`).  The record is logged inside Kedro's ``except`` block, so
+    the exception in flight tells which it is; bugs keep the line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        import sys
+
+        from niwt_pipeline.cli import input_error_of
+
+        failing = sys.exc_info()[1]
+        return failing is None or input_error_of(failing) is None
+
+
+_NODE_LOGGER = "kedro.pipeline.node"
+
+
 class RuntimeHook:
-    """Seeds every random generator and sets torch's thread count from ``params:runtime``."""
+    """Seeds every random generator and sets torch's thread count from ``params:runtime``;
+    silences Kedro's echo of input errors (:class:`InputErrorEcho`)."""
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
@@ -299,6 +318,9 @@ class RuntimeHook:
 
         from niwt_pipeline.params import RuntimeParams
 
+        node_logger = logging.getLogger(_NODE_LOGGER)
+        if not any(isinstance(f, InputErrorEcho) for f in node_logger.filters):
+            node_logger.addFilter(InputErrorEcho())
         parameters = _load_params(catalog)
         _check_blocks(parameters, run_params)
         settings = _runtime_settings(parameters, RuntimeParams)

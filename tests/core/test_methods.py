@@ -7,7 +7,7 @@ import pytest
 
 from niwt_pipeline.core.baselines import ESZSLModel
 from niwt_pipeline.core.errors import InputError
-from niwt_pipeline.core.methods import METHODS, method_scores
+from niwt_pipeline.core.methods import ENSEMBLE, METHODS, ensemble_weight, method_scores
 from niwt_pipeline.core.rows import ClassRows, RowSet
 
 # Two images in R^2; classes 0, 1 seen, 2, 3 new.
@@ -49,23 +49,39 @@ def _scores(fusion: float, class_ids=CLASS_IDS, signatures=SIGNATURES, baseline=
 
 def test_every_method_by_hand_without_fusion():
     scores = _scores(0.0)
-    assert list(scores) == list(METHODS) == ["niwt", "niwt_tuned", "weight_regression", "eszsl"]
+    assert list(scores) == list(METHODS)
+    assert list(METHODS) == [
+        "niwt",
+        "niwt_tuned",
+        "ensemble_niwt_tuned_eszsl",
+        "weight_regression",
+        "eszsl",
+    ]
     np.testing.assert_array_equal(scores["niwt"], [[3, 1, 1, 3], [0, 0, -1, -1]])
     np.testing.assert_array_equal(scores["niwt_tuned"], [[3, 1, 1, 3], [0, 0, 2, 2]])  # raw
+    np.testing.assert_array_equal(scores[ENSEMBLE], scores["niwt_tuned"])  # weight 0: itself
     np.testing.assert_array_equal(scores["weight_regression"], [[3, 1, 5, -1], [0, 0, -1, 1]])
     np.testing.assert_array_equal(scores["eszsl"], [[3, -3, 3, -3], [-1, 1, -1, 1]])
     assert all(s.dtype == np.float64 and s.shape == (2, 4) for s in scores.values())
 
 
-def test_fusion_adds_standardised_eszsl_scores_to_niwt_tuned_only():
+def test_fusion_makes_the_named_ensemble_and_leaves_niwt_tuned_alone():
     scores = _scores(0.5)
     # [1, -1, -1, 1] + 0.5 [1, -1, 1, -1] and [-1, -1, 1, 1] + 0.5 [-1, 1, -1, 1]
     np.testing.assert_allclose(
-        scores["niwt_tuned"], [[1.5, -1.5, -0.5, 0.5], [-1.5, -0.5, 0.5, 1.5]], atol=1e-15
+        scores[ENSEMBLE], [[1.5, -1.5, -0.5, 0.5], [-1.5, -0.5, 0.5, 1.5]], atol=1e-15
     )
     unfused = _scores(0.0)
-    for method in ("niwt", "weight_regression", "eszsl"):
+    for method in ("niwt", "niwt_tuned", "weight_regression", "eszsl"):
         np.testing.assert_array_equal(scores[method], unfused[method])
+
+
+def test_the_ensemble_weight_comes_from_the_validation_choice():
+    choice = {ENSEMBLE: {"fusion": 0.25}, "methods": {ENSEMBLE: {"gamma": 0.1}}}
+    assert ensemble_weight(choice) == 0.25
+    earlier = {"niwt_tuned": {"fusion": 0.5}, "methods": {"niwt_tuned": {"gamma": 0.1}}}
+    with pytest.raises(InputError, match="run the validation pipeline again"):
+        ensemble_weight(earlier)
 
 
 def test_columns_follow_class_ids():

@@ -130,3 +130,17 @@ def test_a_missing_predict_folder_stops_before_anything_runs(fresh_project):
     assert result.returncode == 2
     assert "predict.images: images folder not found: /nowhere/photos" in result.stderr
     assert not (fresh_project / "data" / "03_primary").exists()  # nothing ran
+
+
+def test_an_input_error_inside_a_node_is_reported_once_and_keeps_earlier_outputs(fresh_project):
+    """A frozen trunk without pretrained weights fails in the backbone pipeline, after
+    ingestion: one message with the fix, no echo of it by Kedro's node logger, and the
+    ingestion outputs stay for the next run."""
+    result = _kedro_run(fresh_project, "--params=backbone.trunk.frozen=true")
+    assert result.returncode == 2, result.stderr[-3000:]
+    output = result.stderr + result.stdout
+    assert "Traceback" not in output
+    assert output.count("backbone.weights is null") == 1
+    assert "failed with error" not in output
+    assert "Error: backbone.trunk.frozen is true but backbone.weights is null" in result.stderr
+    assert (fresh_project / "data" / "03_primary" / "images.parquet").is_file()

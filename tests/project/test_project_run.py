@@ -45,7 +45,13 @@ def test_finished_run_writes_the_metrics_contract(finished_run: Path):
     metrics = json.loads((finished_run / "data/08_reporting/gzsl_metrics.json").read_text())
     assert metrics["dataset"] == "attribute_world"
     assert metrics["backbone"]["arch"] == "small_cnn"
-    assert set(metrics["methods"]) == {"niwt", "niwt_tuned", "weight_regression", "eszsl"}
+    assert set(metrics["methods"]) == {
+        "niwt",
+        "niwt_tuned",
+        "ensemble_niwt_tuned_eszsl",
+        "weight_regression",
+        "eszsl",
+    }
     choice = json.loads((finished_run / "data/05_model_input/validation_choice.json").read_text())
     assert metrics["validation"]["niwt_tuned"] == choice["niwt_tuned"]
     for name, values in metrics["methods"].items():  # every gamma is the validated one
@@ -67,7 +73,11 @@ def test_finished_run_is_logged_to_mlflow(finished_run: Path):
         keys = {row[0] for row in db.execute("select key from metrics")}
         params = {row[0] for row in db.execute("select key from params")}
     assert {"gzsl.niwt.H", "gzsl.niwt.ausuc", "gzsl.eszsl.H", "gzsl.weight_regression.H"} <= keys
-    assert {"gzsl.niwt.H_calibrated", "gzsl.niwt_tuned.H_calibrated"} <= keys
+    assert {
+        "gzsl.niwt.H_calibrated",
+        "gzsl.niwt_tuned.H_calibrated",
+        "gzsl.ensemble_niwt_tuned_eszsl.H_calibrated",
+    } <= keys
     assert "backbone.seen_accuracy" in keys and "mapper.heldout_cosine" in keys
     assert {"validation.niwt_tuned.H_calibrated", "validation.eszsl.ausuc"} <= keys
     assert not any(key.startswith("validation.") and key.endswith(".H") for key in keys)

@@ -1,9 +1,11 @@
 """The methods of the GZSL table and their scores over all classes.
 
 * ``niwt``: the seen rows plus NIWT's rows with the configured settings (``transfer.niwt``);
-* ``niwt_tuned``: the seen rows plus the rows of the NIWT variant the validation chose,
-  with ESZSL's scores fused in at the chosen weight (per-image standardised scores; a
-  weight of 0 is the rows alone);
+* ``niwt_tuned``: the seen rows plus the rows of the NIWT variant the validation chose
+  (NIWT's rows alone, no other method's scores);
+* ``ensemble_niwt_tuned_eszsl``: an ensemble, not NIWT alone: ``niwt_tuned``'s scores with
+  ESZSL's fused in at the weight the validation chose (per-image standardised scores; a
+  weight of 0 is ``niwt_tuned`` itself);
 * ``weight_regression``: the seen rows plus ridge-regressed rows;
 * ``eszsl``: ESZSL's bilinear scores (Romera-Paredes & Torr, ICML 2015).
 
@@ -12,14 +14,19 @@ All share the same trained backbone, so they score the same penultimate features
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from niwt_pipeline.core.baselines import ESZSLModel
+from niwt_pipeline.core.errors import InputError
 from niwt_pipeline.core.rows import ClassRows, RowSet
 from niwt_pipeline.core.selection import fuse_scores
 
+#: The fusion of the validated NIWT rows' scores with ESZSL's: named for what it fuses.
+ENSEMBLE = "ensemble_niwt_tuned_eszsl"
 #: The methods, in the order of the GZSL table.
-METHODS = ("niwt", "niwt_tuned", "weight_regression", "eszsl")
+METHODS = ("niwt", "niwt_tuned", ENSEMBLE, "weight_regression", "eszsl")
 
 
 def method_scores(
@@ -42,7 +49,7 @@ def method_scores(
         baseline_rows: ``weight_regression`` rows of the other classes.
         eszsl: the fitted ESZSL.
         signatures: (C, A) domain knowledge of ``class_ids``, in column order.
-        fusion: the weight of ESZSL's scores fused into ``niwt_tuned``'s.
+        fusion: the weight of ESZSL's scores fused into ``niwt_tuned``'s for the ensemble.
 
     Returns:
         method -> scores.
@@ -51,13 +58,29 @@ def method_scores(
         InputError: when a class has no row in a method's rows.
     """
     eszsl_scores = eszsl.scores(features, signatures)
+    tuned = (seen + niwt_rows["niwt_tuned"]).scores(features, class_ids)
     return {
         "niwt": (seen + niwt_rows["niwt"]).scores(features, class_ids),
-        "niwt_tuned": fuse_scores(
-            (seen + niwt_rows["niwt_tuned"]).scores(features, class_ids), eszsl_scores, fusion
-        ),
+        "niwt_tuned": tuned,
+        ENSEMBLE: fuse_scores(tuned, eszsl_scores, fusion),
         "weight_regression": (seen + baseline_rows["weight_regression"]).scores(
             features, class_ids
         ),
         "eszsl": eszsl_scores,
     }
+
+
+def ensemble_weight(validation_choice: dict[str, Any]) -> float:
+    """The ESZSL weight of the ensemble the validation chose.
+
+    Raises:
+        InputError: a ``validation_choice.json`` written before the ensemble had its own
+            name (its ``niwt_tuned`` held the fusion); run the validation pipeline again.
+    """
+    if ENSEMBLE not in validation_choice or ENSEMBLE not in validation_choice["methods"]:
+        raise InputError(
+            f"validation_choice.json has no {ENSEMBLE!r} (it was written by an earlier version, "
+            "when niwt_tuned held the ESZSL fusion); run the validation pipeline again: "
+            "kedro run --pipelines=validation,transfer"
+        )
+    return float(validation_choice[ENSEMBLE]["fusion"])

@@ -27,6 +27,7 @@ import torch
 from niwt_pipeline.core.baselines import BaselineConfig, fit_baselines
 from niwt_pipeline.core.gzsl import problem_for
 from niwt_pipeline.core.mapper import MapperConfig, fit_mapper
+from niwt_pipeline.core.methods import ENSEMBLE
 from niwt_pipeline.core.selection import (
     CRITERIA,
     best_index,
@@ -43,8 +44,6 @@ from niwt_pipeline.core.transfer.variants import effective_overrides, make_varia
 
 logger = logging.getLogger(__name__)
 
-#: The methods the validation scores, each with its own gamma.
-METHODS = ("niwt", "niwt_tuned", "weight_regression", "eszsl")
 #: The columns of the candidate table besides the metrics.
 _SUMMARY_KEYS = ("S_calibrated", "U_calibrated", "H_calibrated", "gamma", "ausuc", "zsl_top1", "H")
 
@@ -108,8 +107,10 @@ def search_candidates(
         gram_budget_bytes: whether G may be computed from cached activations.
 
     Returns:
-        The choice (JSON: the chosen mapper and NIWT overrides, the fusion weight, and per
-        method its validation metrics and gamma) and the table of every candidate.
+        The choice (JSON: the mapper and NIWT overrides chosen by NIWT's rows alone, the
+        ensemble's ESZSL weight chosen for those rows, and per method its validation
+        metrics and gamma) and the table of every candidate (``chosen``: the ``niwt_tuned``
+        candidate; ``chosen_ensemble``: the ensemble's).
 
     Raises:
         ValueError: when every candidate scored NaN.
@@ -162,7 +163,7 @@ def search_candidates(
             )
             scores = (seen + rows).scores(feats, all_ids)
             seconds = time.perf_counter() - started
-            for fusion in search.fusion_grid:
+            for fusion in sorted({0.0, *search.fusion_grid}):  # the rows alone always
                 metrics = validation_metrics(fuse_scores(scores, eszsl, fusion), problem)
                 records.append(
                     {
@@ -177,13 +178,23 @@ def search_candidates(
                     }
                 )
     results = pd.DataFrame.from_records(records)
-    best = best_index(results["criterion"].tolist())
+    # NIWT's rows alone choose the mapper and variant; the ensemble's weight is then
+    # chosen among the fusions of those very rows (a weight of 0 is the rows alone).
+    alone = (results["fusion"] == 0).to_numpy()
+    criteria = results["criterion"].to_numpy(dtype=np.float64)
+    best = int(np.flatnonzero(alone)[best_index(criteria[alone].tolist())])
     chosen = results.iloc[best]
+    same_rows = np.flatnonzero(
+        ((results["mapper"] == chosen["mapper"]) & (results["niwt"] == chosen["niwt"])).to_numpy()
+    )
+    fused = int(same_rows[best_index(criteria[same_rows].tolist())])
     results.insert(0, "chosen", np.arange(len(results)) == best)
+    results.insert(1, "chosen_ensemble", np.arange(len(results)) == fused)
     configured = results[results["configured"] & (results["mapper"] == chosen["mapper"])].iloc[0]
     methods = {
         "niwt": _summary(configured),
         "niwt_tuned": _summary(chosen),
+        ENSEMBLE: _summary(results.iloc[fused]),
         "weight_regression": validation_metrics(ridge_scores, problem),
         "eszsl": validation_metrics(eszsl, problem),
     }
@@ -192,7 +203,8 @@ def search_candidates(
         "criterion": search.criterion,
         "n_candidates": len(results),
         "mapper": json.loads(chosen["mapper"]),
-        "niwt_tuned": {**json.loads(chosen["niwt"]), "fusion": float(chosen["fusion"])},
+        "niwt_tuned": json.loads(chosen["niwt"]),
+        ENSEMBLE: {"fusion": float(results.iloc[fused]["fusion"])},
         "niwt": asdict(niwt),
         "eszsl": {"gamma": eszsl_model.gamma, "lambda": eszsl_model.lam},
         "methods": methods,
@@ -207,9 +219,10 @@ def search_candidates(
             100 * values["zsl_top1"],
         )
     logger.info(
-        "validation chose mapper %s, NIWT %s (of %d candidates)",
+        "validation chose mapper %s, NIWT %s, ensemble with ESZSL at weight %g (of %d candidates)",
         choice["mapper"],
         choice["niwt_tuned"],
+        choice[ENSEMBLE]["fusion"],
         len(results),
     )
     return choice, results

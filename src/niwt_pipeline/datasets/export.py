@@ -9,6 +9,7 @@ from kedro.io import AbstractDataset, DatasetError
 
 from niwt_pipeline.core.data.export import (
     FEATURES_FILE,
+    LEGACY_FEATURES_FILE,
     export_xlsa17,
     read_xlsa17_export,
 )
@@ -39,7 +40,7 @@ class Xlsa17ExportDataset(AbstractDataset[dict[str, Any], dict[str, Any]]):
                 ``InputError`` of :func:`read_xlsa17_export`) a file is missing or malformed.
         """
         path = Path(self._path)
-        if not (path / FEATURES_FILE).is_file():
+        if not self._exists():
             raise DatasetError(f"{path}: no xlsa17 export (run the export pipeline first)")
         return read_xlsa17_export(path).as_arrays()
 
@@ -49,7 +50,8 @@ class Xlsa17ExportDataset(AbstractDataset[dict[str, Any], dict[str, Any]]):
         export_xlsa17(Path(self._path), **data)
 
     def _exists(self) -> bool:
-        return (Path(self._path) / FEATURES_FILE).is_file()
+        path = Path(self._path)
+        return (path / FEATURES_FILE).is_file() or (path / LEGACY_FEATURES_FILE).is_file()
 
     def _describe(self) -> dict[str, Any]:
         return {"path": str(self._path)}

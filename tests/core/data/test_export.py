@@ -42,10 +42,59 @@ def exported(tmp_path: Path) -> tuple[Path, dict]:
     return export_xlsa17(tmp_path / "xlsa17", **case), case
 
 
+# Per image, in FILES order: the validation's roles and the backbone's.
+VALIDATION_ROLES = np.array(["train", "", "", "val", "train", ""])
+BACKBONE_ROLES = np.array(["train", "", "", "", "holdout", ""])
+
+
+class TestTrainValidationSplit:
+    @pytest.fixture
+    def with_roles(self, tmp_path: Path) -> Path:
+        case = _case() | {"validation_roles": VALIDATION_ROLES, "backbone_roles": BACKBONE_ROLES}
+        return export_xlsa17(tmp_path / "xlsa17", **case)
+
+    def test_train_loc_and_val_loc_are_written_like_xlsa17s(self, with_roles):
+        raw = scipy.io.loadmat(with_roles / "att_splits.mat")
+        mat = scipy.io.loadmat(with_roles / "res101.mat")
+        files = [str(np.asarray(f).ravel()[0]) for f in mat["image_files"].ravel()]
+        # sorted files: a/0 a/1 b/1 b/2 c/0 c/1 -> b/2 (train) is 4th, a/0 (val) 1st, b/1 3rd
+        assert raw["train_loc"].tolist() == [[3], [4]] and files[2:4] == ["b/1.jpg", "b/2.jpg"]
+        assert raw["val_loc"].tolist() == [[1]] and files[0] == "a/0.jpg"
+        assert raw["backbone_train_loc"].tolist() == [[4]]
+        assert raw["backbone_holdout_loc"].tolist() == [[3]]
+        splits = read_att_splits(with_roles / "att_splits.mat")
+        assert splits.train_loc.tolist() == [2, 3] and splits.val_loc.tolist() == [0]
+
+    def test_the_roles_read_back(self, with_roles):
+        back = read_xlsa17_export(with_roles)
+        order = np.argsort(FILES, kind="stable")
+        assert back.validation_roles.tolist() == VALIDATION_ROLES[order].tolist()
+        assert back.backbone_roles.tolist() == BACKBONE_ROLES[order].tolist()
+
+    def test_an_export_without_roles_has_none(self, exported):
+        folder, _ = exported
+        back = read_xlsa17_export(folder)
+        assert back.validation_roles is None and back.backbone_roles is None
+        assert "train_loc" not in scipy.io.loadmat(folder / "att_splits.mat")
+
+    def test_an_export_with_the_old_features_name_is_still_read(self, exported):
+        folder, case = exported
+        (folder / "res101.mat").rename(folder / "features.mat")
+        np.testing.assert_array_equal(
+            read_xlsa17_export(folder).features, case["features"][np.argsort(FILES)]
+        )
+
+    def test_unknown_roles_are_refused(self, tmp_path):
+        case = _case() | {"validation_roles": np.array(["train", "", "", "test", "", ""])}
+        with pytest.raises(ValueError, match=r"validation_roles must be in \['train', 'val'\]"):
+            export_xlsa17(tmp_path / "x", **case)
+        assert not (tmp_path / "x").exists()
+
+
 class TestRoundTrip:
     def test_files_are_laid_out_like_xlsa17(self, exported):
         folder, case = exported
-        mat = scipy.io.loadmat(folder / "features.mat")
+        mat = scipy.io.loadmat(folder / "res101.mat")  # the name xlsa17 scripts open
         assert mat["features"].shape == (4, 6)  # D x N
         assert mat["labels"].shape == (6, 1)
         files = [str(np.asarray(f).ravel()[0]) for f in mat["image_files"].ravel()]
@@ -53,12 +102,12 @@ class TestRoundTrip:
         assert sorted(p.name for p in folder.iterdir()) == [
             "att_splits.mat",
             "classifier.safetensors",
-            "features.mat",
+            "res101.mat",
         ]
 
     def test_locations_pick_the_right_columns_and_labels(self, exported):
         folder, case = exported
-        mat = scipy.io.loadmat(folder / "features.mat")
+        mat = scipy.io.loadmat(folder / "res101.mat")
         raw = scipy.io.loadmat(folder / "att_splits.mat")
         files = [str(np.asarray(f).ravel()[0]) for f in mat["image_files"].ravel()]
         for key, split in (

@@ -22,6 +22,8 @@ def arrays(chain) -> dict:
         chain.classes,
         chain.domain_knowledge,
         chain.backbone,
+        chain.backbone_roles,
+        chain.validation_roles,
     )
 
 
@@ -98,4 +100,26 @@ def test_outputs_of_unknown_images_fail(chain):
             chain.classes,
             chain.domain_knowledge,
             chain.backbone,
+            chain.backbone_roles,
+            chain.validation_roles,
         )
+
+
+def test_the_validation_split_and_the_backbone_images_are_exported(arrays, chain):
+    """xlsa17's ``train_loc`` / ``val_loc`` are the validation's train classes and its
+    pseudo-unseen classes, so other code tunes on the same split; the backbone's training
+    and held-out images are named too."""
+    ids = chain.image_outputs["image_id"].numpy()
+    validation = dict(
+        zip(chain.validation_roles["image_id"], chain.validation_roles["role"], strict=True)
+    )
+    backbone = dict(
+        zip(chain.backbone_roles["image_id"], chain.backbone_roles["role"], strict=True)
+    )
+    expected_val = [
+        "val" if validation.get(i) == "pseudo_unseen" else "train" if i in validation else ""
+        for i in ids
+    ]
+    assert arrays["validation_roles"].tolist() == expected_val
+    assert {"train", "val"} <= set(expected_val)
+    assert arrays["backbone_roles"].tolist() == [backbone.get(i, "") for i in ids]

@@ -24,7 +24,7 @@ def test_the_default_images_are_the_test_images_and_reproduce_the_evaluation(cha
     predictions = classify_images(chain.zero_shot_classifier, chain.images, params_for("predict"))
     by_path = predictions.set_index("image")
     rows = by_path.loc[table["path"].astype(str)]
-    result = evaluation.results["niwt_tuned"]
+    result = evaluation.results["ensemble_niwt_tuned_eszsl"]  # the packaged method
     assert (rows["error"] == "").all()
     # same class for every image
     assert rows["class_id_1"].tolist() == result.predicted.tolist()

@@ -304,7 +304,7 @@ def test_niwt_scores_are_the_classifier_logits_plus_the_new_rows(chain):
     )
 
 
-def test_tuned_scores_fuse_the_tuned_rows_with_eszsl(chain):
+def test_the_ensemble_fuses_the_tuned_rows_with_eszsl_and_niwt_tuned_is_the_rows_alone(chain):
     evaluation, out, rows = chain.gzsl_evaluation, chain.image_outputs, chain.niwt_rows
     test = _test_positions(chain)
     linear = torch.as_tensor(evaluation.results["niwt"].scores).double().clone()
@@ -313,12 +313,15 @@ def test_tuned_scores_fuse_the_tuned_rows_with_eszsl(chain):
         out["features"][test].double() @ torch.as_tensor(tuned.weight).double().T
         + torch.as_tensor(tuned.bias).double()
     )
-    fusion = chain.validation_choice["niwt_tuned"]["fusion"]
+    fusion = chain.validation_choice["ensemble_niwt_tuned_eszsl"]["fusion"]
     eszsl = evaluation.results["eszsl"].scores.astype(np.float64)
     expected = fuse_scores(linear.numpy(), eszsl, fusion)
 
     np.testing.assert_allclose(
-        evaluation.results["niwt_tuned"].scores, expected, rtol=1e-5, atol=1e-4
+        evaluation.results["ensemble_niwt_tuned_eszsl"].scores, expected, rtol=1e-5, atol=1e-4
+    )
+    np.testing.assert_allclose(
+        evaluation.results["niwt_tuned"].scores, linear.numpy(), rtol=1e-5, atol=1e-4
     )
 
 

@@ -126,8 +126,18 @@ def test_run_writes_the_metrics_contract(outputs, chain):
 
     assert metrics["dataset"] == "attribute_world"
     assert metrics["backbone"] == {"arch": "small_cnn", "layer": "block3"}
-    assert set(metrics["methods"]) == {"niwt", "niwt_tuned", "weight_regression", "eszsl"}
+    assert set(metrics["methods"]) == {
+        "niwt",
+        "niwt_tuned",
+        "ensemble_niwt_tuned_eszsl",
+        "weight_regression",
+        "eszsl",
+    }
     assert metrics["validation"]["niwt_tuned"] == chain.validation_choice["niwt_tuned"]
+    assert "fusion" not in metrics["validation"]["niwt_tuned"]  # the rows alone
+    assert metrics["validation"]["ensemble_niwt_tuned_eszsl"] == {
+        "fusion": chain.validation_choice["ensemble_niwt_tuned_eszsl"]["fusion"]
+    }
     assert set(outputs["gzsl_mlflow_metrics"]) >= {"niwt.H", "niwt.H_calibrated", "eszsl.ausuc"}
     assert outputs["baseline_report"] == chain.baseline_report
 

@@ -14,7 +14,7 @@ from niwt_pipeline.pipelines.validation.nodes import (
     split_for_validation,
 )
 
-METHODS = {"niwt", "niwt_tuned", "weight_regression", "eszsl"}
+METHODS = {"niwt", "niwt_tuned", "ensemble_niwt_tuned_eszsl", "weight_regression", "eszsl"}
 
 
 def test_roles_give_pseudo_unseen_classes_all_their_trainval_images(chain):
@@ -58,14 +58,24 @@ def test_choice_names_the_best_candidate_and_every_gamma(chain):
 
     # 2 mappers x (configured + 2 least-squares ridges) x 2 fusion weights
     assert len(table) == choice["n_candidates"] == 12
-    assert table["chosen"].sum() == 1
+    assert table["chosen"].sum() == 1 and table["chosen_ensemble"].sum() == 1
     best = table[table["chosen"]].iloc[0]
-    assert best["criterion"] == table["criterion"].max()
+    # niwt_tuned: the best of NIWT's rows alone (fusion 0)
+    assert best["fusion"] == 0
+    assert best["criterion"] == table.loc[table["fusion"] == 0, "criterion"].max()
     assert best["criterion"] == pytest.approx(0.5 * (best["H_calibrated"] + best["ausuc"]))
     assert choice["mapper"] == json.loads(best["mapper"])
-    assert choice["niwt_tuned"] == {**json.loads(best["niwt"]), "fusion": best["fusion"]}
+    assert choice["niwt_tuned"] == json.loads(best["niwt"])
     assert set(choice["methods"]) == METHODS
     assert choice["methods"]["niwt_tuned"]["gamma"] == pytest.approx(best["gamma"])
+    # the ensemble: the best fusion weight of those same rows
+    ensemble = table[table["chosen_ensemble"]].iloc[0]
+    same = table[(table["mapper"] == best["mapper"]) & (table["niwt"] == best["niwt"])]
+    assert ensemble["criterion"] == same["criterion"].max() >= best["criterion"]
+    assert choice["ensemble_niwt_tuned_eszsl"] == {"fusion": ensemble["fusion"]}
+    assert choice["methods"]["ensemble_niwt_tuned_eszsl"]["gamma"] == pytest.approx(
+        ensemble["gamma"]
+    )
     configured = table[table["configured"] & (table["mapper"] == best["mapper"])].iloc[0]
     assert choice["methods"]["niwt"]["H_calibrated"] == pytest.approx(configured["H_calibrated"])
     assert choice["niwt"]["max_steps"] == 20  # the configured settings, transfer.niwt

@@ -2,13 +2,19 @@
 
 A folder written by :func:`export_xlsa17` holds
 
-``features.mat``           like xlsa17's ``res101.mat``: ``features`` (D x N float32),
-                           ``labels`` (N x 1, **1-based** class indices in ``allclasses_names``
-                           order) and ``image_files`` (N x 1 cell array of relative paths)
+``res101.mat``             named as in xlsa17 (whatever the backbone), so scripts written for
+                           it read it unchanged: ``features`` (D x N float32), ``labels``
+                           (N x 1, **1-based** class indices in ``allclasses_names`` order)
+                           and ``image_files`` (N x 1 cell array of relative paths)
 ``att_splits.mat``         as :func:`~niwt_pipeline.core.data.xlsa17.write_att_splits` writes
                            it: ``att`` (A x C, L2-normalised columns), ``original_att``,
                            ``allclasses_names``, ``trainval_loc`` / ``test_seen_loc`` /
-                           ``test_unseen_loc`` (1-based columns of ``features``)
+                           ``test_unseen_loc`` (1-based columns of ``features``); with the
+                           validation's roles also ``train_loc`` / ``val_loc`` (the trainval
+                           images of its train classes / of its pseudo-unseen classes, as
+                           xlsa17's own train/validation split), and with the backbone's
+                           roles ``backbone_train_loc`` / ``backbone_holdout_loc`` (the images
+                           the backbone was trained on / that picked its epoch)
 ``classifier.safetensors`` the trained seen classifier: ``weight`` (S, D), ``bias`` (S,),
                            ``labels`` (S,) 1-based class index of each row
 
@@ -47,7 +53,12 @@ from niwt_pipeline.core.rows import ClassRows
 
 logger = logging.getLogger(__name__)
 
-FEATURES_FILE = "features.mat"
+FEATURES_FILE = "res101.mat"
+#: The features file's name in exports written before it took xlsa17's name (still read).
+LEGACY_FEATURES_FILE = "features.mat"
+#: Per-image role values -> the position lists they are written to.
+VALIDATION_LOC = {"train": "train_loc", "val": "val_loc"}
+BACKBONE_LOC = {"train": "backbone_train_loc", "holdout": "backbone_holdout_loc"}
 SPLITS_FILE = "att_splits.mat"
 CLASSIFIER_FILE = "classifier.safetensors"
 
@@ -64,6 +75,9 @@ class Xlsa17Export:
         classifier_weight: (S, D) float32 seen classifier rows.
         classifier_bias: (S,) float32.
         classifier_labels: (S,) int64 1-based class index of each row.
+        validation_roles: (N,) ``"train"`` / ``"val"`` / ``""`` from ``train_loc`` /
+            ``val_loc``, or None when the export has no validation split.
+        backbone_roles: (N,) ``"train"`` / ``"holdout"`` / ``""``, or None.
     """
 
     features: np.ndarray
@@ -73,6 +87,8 @@ class Xlsa17Export:
     classifier_weight: np.ndarray
     classifier_bias: np.ndarray
     classifier_labels: np.ndarray
+    validation_roles: np.ndarray | None = None
+    backbone_roles: np.ndarray | None = None
 
     def as_arrays(self) -> dict[str, Any]:
         """The keyword arguments of :func:`export_xlsa17` that would write this export again
@@ -91,6 +107,8 @@ class Xlsa17Export:
             "seen_rows": self.classifier_weight,
             "seen_bias": self.classifier_bias,
             "seen_class_ids": self.classifier_labels - 1,
+            "validation_roles": self.validation_roles,
+            "backbone_roles": self.backbone_roles,
         }
 
 
@@ -157,8 +175,10 @@ def export_xlsa17(
     seen_rows: np.ndarray,
     seen_bias: np.ndarray,
     seen_class_ids: Sequence[int],
+    validation_roles: Sequence[str] | None = None,
+    backbone_roles: Sequence[str] | None = None,
 ) -> Path:
-    """Write ``features.mat``, ``att_splits.mat`` and ``classifier.safetensors`` to ``folder``.
+    """Write ``res101.mat``, ``att_splits.mat`` and ``classifier.safetensors`` to ``folder``.
 
     Args:
         features: (N, D) penultimate features, any image order.
@@ -170,14 +190,27 @@ def export_xlsa17(
             ``original_att``, and L2-normalised column by column as ``att``).
         seen_rows: (S, D) classifier rows; seen_bias: (S,); seen_class_ids: (S,) their
             canonical class ids.
+        validation_roles: (N,) ``"train"`` (a trainval image of the validation's train
+            classes), ``"val"`` (of its pseudo-unseen classes) or ``""``: written as
+            ``train_loc`` / ``val_loc``.
+        backbone_roles: (N,) ``"train"``, ``"holdout"`` or ``""``: written as
+            ``backbone_train_loc`` / ``backbone_holdout_loc``.
 
     Returns:
         ``folder``.  Rows are reordered to sorted ``image_files``; labels written 1-based.
 
     Raises:
-        ValueError: on inconsistent shapes, unknown splits, or class ids out of range.
+        ValueError: on inconsistent shapes, unknown splits or roles, or class ids out of range.
     """
     folder = Path(folder)
+    roles = {
+        name: _roles(values, len(features), name, allowed)
+        for name, values, allowed in (
+            ("validation_roles", validation_roles, VALIDATION_LOC),
+            ("backbone_roles", backbone_roles, BACKBONE_LOC),
+        )
+        if values is not None
+    }
     features = np.asarray(features, dtype=np.float32)
     labels = np.asarray(labels, dtype=np.int64).reshape(-1)
     image_files = np.asarray(image_files, dtype=str).reshape(-1)
@@ -199,6 +232,9 @@ def export_xlsa17(
         splits[order],
     )
     locations = {key: np.flatnonzero(splits == split) for key, split in SPLIT_KEYS.items()}
+    for name, values in roles.items():
+        written = VALIDATION_LOC if name == "validation_roles" else BACKBONE_LOC
+        locations |= {key: np.flatnonzero(values[order] == role) for role, key in written.items()}
 
     with replaced_folder(folder) as tmp:
         scipy.io.savemat(
@@ -235,6 +271,27 @@ def export_xlsa17(
     return folder
 
 
+def _roles(values: Sequence[str], n: int, name: str, allowed: dict[str, str]) -> np.ndarray:
+    array = np.asarray(values, dtype=str).reshape(-1)
+    if array.shape != (n,):
+        raise ValueError(f"{name} must be ({n},) like features, got shape {array.shape}")
+    unknown = sorted(set(array.tolist()) - set(allowed) - {""})
+    if unknown:
+        raise ValueError(f"{name} must be in {sorted(allowed)} or '', found {unknown}")
+    return array
+
+
+def _roles_from(positions: dict[str, np.ndarray | None], n: int) -> np.ndarray | None:
+    """Per-image roles from ``{role: 0-based positions}``; None when no list is present."""
+    if all(loc is None for loc in positions.values()):
+        return None
+    roles = np.full(n, "", dtype=object)
+    for role, loc in positions.items():
+        if loc is not None:
+            roles[np.asarray(loc, dtype=np.int64)] = role
+    return roles.astype(str)
+
+
 def read_xlsa17_export(folder: str | Path) -> Xlsa17Export:
     """Read a folder written by :func:`export_xlsa17` (splits via :func:`read_att_splits`).
 
@@ -244,6 +301,8 @@ def read_xlsa17_export(folder: str | Path) -> Xlsa17Export:
     """
     folder = Path(folder)
     features_path = folder / FEATURES_FILE
+    if not features_path.is_file() and (folder / LEGACY_FEATURES_FILE).is_file():
+        features_path = folder / LEGACY_FEATURES_FILE
     content = load_mat(features_path)
     for key in ("features", "labels", "image_files"):
         if key not in content:
@@ -267,6 +326,13 @@ def read_xlsa17_export(folder: str | Path) -> Xlsa17Export:
     if not classifier_path.is_file():
         raise fail(classifier_path, "file not found")
     classifier = load_file(str(classifier_path))
+    split_content = load_mat(folder / SPLITS_FILE)
+    backbone_loc = {
+        role: np.asarray(split_content[key], dtype=np.int64).reshape(-1) - 1
+        if key in split_content
+        else None
+        for role, key in BACKBONE_LOC.items()
+    }
     return Xlsa17Export(
         features=features,
         labels=labels,
@@ -275,6 +341,8 @@ def read_xlsa17_export(folder: str | Path) -> Xlsa17Export:
         classifier_weight=classifier["weight"],
         classifier_bias=classifier["bias"],
         classifier_labels=classifier["labels"].astype(np.int64),
+        validation_roles=_roles_from({"train": splits.train_loc, "val": splits.val_loc}, n),
+        backbone_roles=_roles_from(backbone_loc, n),
     )
 
 
@@ -291,6 +359,8 @@ def xlsa17_arrays(
     classes: pd.DataFrame,
     domain_knowledge: pd.DataFrame,
     seen: ClassRows,
+    backbone_roles: pd.DataFrame | None = None,
+    validation_roles: pd.DataFrame | None = None,
 ) -> dict[str, np.ndarray]:
     """The keyword arguments of :func:`export_xlsa17` for the features NIWT used.
 
@@ -301,11 +371,16 @@ def xlsa17_arrays(
         outputs: the extraction's ``image_id`` (N,) and ``features`` (N, D) tensors.
         images, classes, domain_knowledge: the canonical tables.
         seen: the backbone's seen rows.
+        backbone_roles: ``image_id``, ``role`` in {train, holdout} (optional).
+        validation_roles: ``image_id``, ``role`` in {train, holdout, pseudo_unseen}
+            (optional): train and holdout images become xlsa17's ``train_loc``, the
+            pseudo-unseen classes' images its ``val_loc``.
 
     Returns:
         ``features`` (N, D) float32, ``labels`` (N,) class ids, ``image_files`` (N,),
         ``splits`` (N,), ``class_names`` (C,), ``att`` (A, C), ``seen_rows`` (S, D),
-        ``seen_bias`` (S,), ``seen_class_ids`` (S,).
+        ``seen_bias`` (S,), ``seen_class_ids`` (S,), ``validation_roles`` and
+        ``backbone_roles`` ((N,) or None).
 
     Raises:
         ValueError: when ``outputs`` has images that ``images`` lacks.
@@ -328,4 +403,18 @@ def xlsa17_arrays(
         "seen_rows": seen.weight,
         "seen_bias": seen.bias,
         "seen_class_ids": seen.class_ids,
+        "validation_roles": None
+        if validation_roles is None
+        else _role_column(
+            ids, validation_roles, {"train": "train", "holdout": "train", "pseudo_unseen": "val"}
+        ),
+        "backbone_roles": None
+        if backbone_roles is None
+        else _role_column(ids, backbone_roles, {"train": "train", "holdout": "holdout"}),
     }
+
+
+def _role_column(ids: np.ndarray, roles: pd.DataFrame, names: dict[str, str]) -> np.ndarray:
+    """(N,) the exported role of each image id ("" where it has none)."""
+    by_id = dict(zip(roles["image_id"].astype(int), roles["role"].astype(str), strict=True))
+    return np.array([names.get(by_id.get(int(i), ""), "") for i in ids], dtype=str)

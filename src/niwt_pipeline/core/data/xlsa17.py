@@ -340,6 +340,7 @@ def write_att_splits(
     test_seen_loc: Sequence[int],
     test_unseen_loc: Sequence[int],
     original_att: np.ndarray | None = None,
+    **more_loc: Sequence[int],
 ) -> Path:
     """Write a split file shaped like the xlsa17 ones (cell-array names, 1-based N x 1 positions).
 
@@ -347,6 +348,8 @@ def write_att_splits(
         att: (A, C) matrix, column j for ``allclasses_names[j]``.
         trainval_loc, test_seen_loc, test_unseen_loc: **0-based** positions in the sorted
             relative path list (written 1-based, as in the originals).
+        more_loc: more position lists written the same way, e.g. ``train_loc`` and
+            ``val_loc`` (the xlsa17 train/validation split).
     """
     path = Path(path)
     names = np.empty((len(allclasses_names), 1), dtype=object)
@@ -362,6 +365,7 @@ def write_att_splits(
         ("trainval_loc", trainval_loc),
         ("test_seen_loc", test_seen_loc),
         ("test_unseen_loc", test_unseen_loc),
+        *more_loc.items(),
     ):
         content[key] = (np.asarray(loc, dtype=np.int64) + 1).reshape(-1, 1)
     path.parent.mkdir(parents=True, exist_ok=True)

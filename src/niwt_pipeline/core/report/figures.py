@@ -26,7 +26,9 @@ from niwt_pipeline.core.gzsl import GZSLEvaluation
 from niwt_pipeline.core.metrics import ausuc, confusion_matrix
 
 METHOD_LABELS = {
-    "niwt": "NIWT",
+    "niwt": "NIWT (configured)",
+    "niwt_tuned": "NIWT (validated variant)",
+    "ensemble_niwt_tuned_eszsl": "ensemble: validated NIWT + ESZSL (score fusion)",
     "weight_regression": "ridge rows (weight regression)",
     "eszsl": "ESZSL",
 }

@@ -179,7 +179,12 @@ def _section_metrics(gzsl: Mapping[str, Any]) -> str:
     best = ""
     if len(frame) and frame["H cal."].astype(float).notna().any():
         top = frame["H cal."].astype(float).idxmax()
-        best = f"Best calibrated H: <b>{html.escape(frame.loc[top, 'method'])}</b>. "
+        fused = list(methods)[top].startswith("ensemble_")
+        best = (
+            f"Best calibrated H: <b>{html.escape(frame.loc[top, 'method'])}</b>"
+            + (", a fusion of two methods' scores, not NIWT alone" if fused else "")
+            + ". "
+        )
     row_css = ["ours" if m == "niwt" else "" for m in methods]
     table = html_table(frame, digits={"gamma": 3}, row_css=row_css) if len(frame) else ""
     return (

@@ -13,7 +13,15 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(
                 build_xlsa17_export,
-                inputs=["image_outputs", "images", "classes", "domain_knowledge", "backbone"],
+                inputs=[
+                    "image_outputs",
+                    "images",
+                    "classes",
+                    "domain_knowledge",
+                    "backbone",
+                    "backbone_roles",
+                    "validation_roles",
+                ],
                 outputs="xlsa17_export",
                 name="build_xlsa17_export",
             )

@@ -19,7 +19,7 @@ from niwt_pipeline.core.explain.common import table_dimension_names
 from niwt_pipeline.core.extra import ExtraClasses, add_described_classes, new_class_targets
 from niwt_pipeline.core.gzsl import GZSLEvaluation, evaluate_methods
 from niwt_pipeline.core.mapper import InverseMap, LinearMapper
-from niwt_pipeline.core.methods import METHODS, method_scores
+from niwt_pipeline.core.methods import ENSEMBLE, METHODS, ensemble_weight, method_scores
 from niwt_pipeline.core.metrics import confusion_matrix
 from niwt_pipeline.core.report import plot_confusion, plot_seen_unseen_curves
 from niwt_pipeline.core.rows import ClassRows, RowSet
@@ -209,7 +209,7 @@ def evaluate_gzsl(
         baseline_rows,
         eszsl_model,
         dk[class_ids],
-        float(validation_choice["niwt_tuned"].get("fusion", 0.0)),
+        ensemble_weight(validation_choice),
     )
     return evaluate_methods(
         scores,
@@ -255,7 +255,7 @@ def report_gzsl(
             "source": "validation pipeline: pseudo-unseen classes, a backbone that never saw them",
             **{
                 key: validation_choice[key]
-                for key in ("pseudo_unseen_class_ids", "mapper", "niwt_tuned")
+                for key in ("pseudo_unseen_class_ids", "mapper", "niwt_tuned", ENSEMBLE)
             },
         },
     }
@@ -287,13 +287,15 @@ def package_classifier(
     inverse_map_weights: dict[str, torch.Tensor],
     domain_knowledge_info: dict[str, Any],
 ) -> ZeroShotClassifier:
-    """The finished classifier over every class: the seen rows plus the validated NIWT rows
-    (``niwt_tuned``), its validated gamma and ESZSL fusion, and the inverse map for
-    explanations; it scores exactly as the GZSL evaluation's ``niwt_tuned``."""
+    """The finished classifier over every class: ``ensemble_niwt_tuned_eszsl`` (the seen
+    rows plus the validated NIWT rows, fused with ESZSL at the validated weight; at weight
+    0 the rows alone, so it is never worse on the validation problem than ``niwt_tuned``),
+    its validated gamma, and the inverse map for explanations; it scores exactly as the
+    GZSL evaluation's ``ensemble_niwt_tuned_eszsl``."""
     ordered = classes.sort_values("class_id")
     class_ids = ordered["class_id"].to_numpy(dtype=np.int64)
     weight, bias = (backbone.seen_rows() + niwt_rows["niwt_tuned"]).rows_for(class_ids)
-    fusion = float(validation_choice["niwt_tuned"].get("fusion", 0.0))
+    fusion = ensemble_weight(validation_choice)
     dk = domain_knowledge_by_class(domain_knowledge).to_numpy(np.float64)
     names, _ = table_dimension_names(domain_knowledge)
     return ZeroShotClassifier(
@@ -301,8 +303,8 @@ def package_classifier(
         rows=ClassRows("niwt_tuned", class_ids, weight, bias),
         class_names=ordered["name"].tolist(),
         seen=ordered["seen"].to_numpy(dtype=bool),
-        gamma=float(validation_choice["methods"]["niwt_tuned"]["gamma"]),
-        method="niwt_tuned",
+        gamma=float(validation_choice["methods"][ENSEMBLE]["gamma"]),
+        method=ENSEMBLE,
         fusion=fusion,
         eszsl=eszsl_model if fusion > 0 else None,
         signatures=dk[class_ids] if fusion > 0 else None,
