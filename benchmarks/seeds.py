@@ -83,47 +83,53 @@ def table(runs: list[dict]) -> str:
 
 
 def choice_table(seeds: list[int], runs: list[dict]) -> str:
-    """Markdown: what the validation pipeline chose for each seed, and its validation scores."""
+    """Markdown: what the validation pipeline chose for each seed (mapper, NIWT variant,
+    ensemble weight, baselines' settings), and every method's validation scores."""
+    methods = list(runs[0]["choice"]["methods"])
     lines = [
-        "| seed | pseudo-unseen classes | mapper | niwt_tuned | validation H_calibrated / AUSUC "
-        "(niwt, niwt_tuned, weight_regression, eszsl) |",
-        "|---|---|---|---|---|",
+        "| seed | pseudo-unseen classes | mapper | niwt_tuned | ensemble weight | baselines "
+        f"| validation H_calibrated / AUSUC ({', '.join(methods)}) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for seed, run in zip(seeds, runs, strict=True):
         choice = run["choice"]
         validated = choice["methods"]
         scores = ", ".join(
             f"{100 * validated[m]['H_calibrated']:.1f} / {100 * validated[m]['ausuc']:.1f}"
-            for m in ("niwt", "niwt_tuned", "weight_regression", "eszsl")
+            for m in methods
         )
+        ensemble = choice.get("ensemble_niwt_tuned_eszsl", {}).get("fusion", "-")
+        baselines = json.dumps(choice.get("baselines", {}))
         lines.append(
             f"| {seed} | {choice['pseudo_unseen_class_ids']} | `{json.dumps(choice['mapper'])}` "
-            f"| `{json.dumps(choice['niwt_tuned'])}` | {scores} |"
+            f"| `{json.dumps(choice['niwt_tuned'])}` | {ensemble} | `{baselines}` | {scores} |"
         )
     return "\n".join(lines)
 
 
 def explanation_table(runs: list[dict]) -> str:
-    """Markdown: precision@k of textual explanations (correct / incorrect predictions, seen /
-    unseen classes) against the random-attribute baseline, and neuron-name agreement."""
+    """Markdown: precision@k of textual explanations (all / correct / incorrect predictions,
+    seen / unseen classes) beside the class-prior explanation (the predicted class's own
+    top dimensions) and random dimensions, and neuron-name agreement."""
     k = runs[0]["explanations"]["top_k"]
 
     def stat(values: list[float]) -> str:
         return f"{np.mean(values):.3f} +- {np.std(values):.3f}"
 
     lines = [
-        f"| precision@{k} | explanation | random attributes | n images (seed 0) |",
-        "|---|---|---|---|",
+        f"| precision@{k} | explanation | class prior | random | n images (first seed) |",
+        "|---|---|---|---|---|",
     ]
     for part in ("unseen", "seen"):
-        for outcome in ("correct", "incorrect"):
+        for outcome in ("all", "correct", "incorrect"):
             scores = [r["explanations"]["textual"]["precision_at_k"][part] for r in runs]
+            suffix = "" if outcome == "all" else f"_{outcome}"
             explained = stat([s[outcome] for s in scores])
-            chance = stat([s[f"random_{outcome}"] for s in scores])
-            n = scores[0][f"n_{outcome}"]
-            lines.append(
-                f"| {part} classes, {outcome} predictions | {explained} | {chance} | {n} |"
-            )
+            prior = stat([s[f"class_prior{suffix}"] for s in scores])
+            chance = stat([s[f"random{suffix}"] for s in scores])
+            n = scores[0]["n_images" if outcome == "all" else f"n_{outcome}"]
+            label = "all predictions" if outcome == "all" else f"{outcome} predictions"
+            lines.append(f"| {part} classes, {label} | {explained} | {prior} | {chance} | {n} |")
     names = [r["explanations"]["neuron_names"] for r in runs]
     lines += [
         "",

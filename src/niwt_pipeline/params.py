@@ -158,12 +158,14 @@ class ReferenceParams(_Block):
 
 
 class BaselineParams(_Block):
-    """Ridge regression to classifier rows (``weight_regression``), and ESZSL."""
+    """Ridge regression to classifier rows (``weight_regression``), ESZSL and SAE; a setting
+    left ``null`` is chosen by the validation on the pseudo-unseen problem (from
+    ``validation.baseline_grid``), a number is used as it is."""
 
-    ridge_alpha: float = Field(1.0, ge=0)
-    eszsl_gamma: float | None = Field(None, gt=0)  # None: chosen on held-out seen classes
+    ridge_alpha: float | None = Field(None, ge=0)
+    eszsl_gamma: float | None = Field(None, gt=0)
     eszsl_lambda: float | None = Field(None, gt=0)
-    seed: int = 0
+    sae_lambda: float | None = Field(None, gt=0)
 
     def config(self) -> BaselineConfig:
         """The library's :class:`~niwt_pipeline.core.baselines.BaselineConfig`."""
@@ -196,6 +198,9 @@ class ValidationParams(_Block):
             (``mean_seen`` | ``ridge``) -> values to try.  The configured
             ``transfer.niwt`` is always tried too.
         fusion_grid: weights of ESZSL scores fused into the NIWT scores (0 = NIWT alone).
+        baseline_grid: ``transfer.baselines`` setting (``ridge_alpha``, ``eszsl_gamma``,
+            ``eszsl_lambda``, ``sae_lambda``) -> values to try when that setting is
+            ``null``.
     """
 
     pseudo_unseen_classes: int | float = Field(0.25, gt=0)
@@ -205,6 +210,9 @@ class ValidationParams(_Block):
     mapper_grid: dict[str, list[Any]] = {}
     niwt_grid: dict[str, list[Any]] = {}
     fusion_grid: list[float] = [0.0]
+    baseline_grid: dict[str, list[float]] = Field(
+        default_factory=lambda: dict(SearchConfig().baseline_grid)
+    )
 
     @field_validator("criterion")
     @classmethod
@@ -240,6 +248,12 @@ class ValidationParams(_Block):
             raise ValueError(f"expected one or more weights >= 0, got {value}")
         return value
 
+    @field_validator("baseline_grid")
+    @classmethod
+    def _baseline_grid(cls, value: dict[str, list[float]]) -> dict[str, list[float]]:
+        SearchConfig(baseline_grid={**SearchConfig().baseline_grid, **value})  # raises
+        return value
+
     def search(self) -> SearchConfig:
         """The library's :class:`~niwt_pipeline.core.validation.SearchConfig`."""
         return SearchConfig(
@@ -247,6 +261,7 @@ class ValidationParams(_Block):
             mapper_grid=dict(self.mapper_grid),
             niwt_grid=dict(self.niwt_grid),
             fusion_grid=list(self.fusion_grid),
+            baseline_grid={**SearchConfig().baseline_grid, **self.baseline_grid},
         )
 
 

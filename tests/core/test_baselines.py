@@ -5,13 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from scipy.linalg import solve_sylvester
 
 from niwt_pipeline.core.baselines import (
     BaselineConfig,
+    ESZSLGrid,
     ESZSLModel,
+    SAEGrid,
+    SAEModel,
     eszsl_fit,
     eszsl_scores,
-    eszsl_select,
     fit_baselines,
     ridge_rows,
 )
@@ -111,48 +114,31 @@ def test_eszsl_recovers_planted_compatibility_on_unseen_classes():
     assert acc > 0.95
 
 
-def test_eszsl_select_is_exact_over_the_grid_and_uses_seen_classes_only():
+def test_eszsl_grid_equals_fitting_each_pair_directly():
     dk, feats, labels = planted_world(seed=2)
     seen = labels < 10
-    sel = eszsl_select(
-        feats[seen],
-        labels[seen],
-        dk[:10],
-        gammas=(0.01, 1.0, 100.0),
-        lams=(0.1, 10.0),
-        n_heldout_classes=3,
-        n_splits=2,
-        seed=4,
-    )
-    assert len(sel.heldout_classes) == 2 and all(len(h) == 3 for h in sel.heldout_classes)
-    assert all(c < 10 for h in sel.heldout_classes for c in h)
-    assert (sel.gamma, sel.lam) in sel.grid and sel.score == max(sel.grid.values())
-    assert sel.score > 0.75
-    # the eigendecomposition shortcut equals fitting each grid point directly
-    for gamma, lam in [(0.01, 0.1), (100.0, 10.0)]:
-        accs = []
-        for held in sel.heldout_classes:
-            train = np.setdiff1d(np.arange(10), held)
-            tr = np.isin(labels[seen], train)
-            remap = {c: i for i, c in enumerate(train)}
-            y_tr = np.array([remap[c] for c in labels[seen][tr]])
-            v = eszsl_fit(feats[seen][tr], y_tr, dk[train], gamma, lam)
-            va = ~tr
-            pred = np.asarray(held)[np.argmax(eszsl_scores(feats[seen][va], v, dk[held]), axis=1)]
-            y_va = labels[seen][va]
-            accs.append(np.mean([np.mean(pred[y_va == c] == c) for c in held]))
-        assert sel.grid[(gamma, lam)] == pytest.approx(np.mean(accs), abs=1e-12)
-    again = eszsl_select(
-        feats[seen],
-        labels[seen],
-        dk[:10],
-        gammas=(0.01, 1.0, 100.0),
-        lams=(0.1, 10.0),
-        n_heldout_classes=3,
-        n_splits=2,
-        seed=4,
-    )
-    assert again == sel
+    grid = ESZSLGrid(feats[seen], labels[seen], dk[:10])
+    query = feats[~seen][:7]
+    gammas, lams = (0.01, 1.0, 100.0), (0.1, 10.0)
+    got = list(grid.grid_scores(query, dk, gammas, lams))
+    pairs = [(g, lam) for g in gammas for lam in lams]
+    assert [(g, lam) for g, lam, _ in got] == pairs
+    for (gamma, lam), (_, _, scores) in zip(pairs, got, strict=True):
+        v = eszsl_fit(feats[seen], labels[seen], dk[:10], gamma, lam)
+        np.testing.assert_allclose(grid.projection(gamma, lam), v, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(scores, eszsl_scores(query, v, dk), rtol=1e-8, atol=1e-10)
+    with pytest.raises(ValueError, match="gamma and lam must be > 0"):
+        grid.projection(0.0, 1.0)
+
+
+def test_eszsl_grid_by_hand_on_a_one_dimensional_problem():
+    # D = 1, A = 1, S = 2: X = [1, 2] (two images), labels [0, 1], S = [[1], [-1]].
+    # pm1 coding: Y = [[1, -1], [-1, 1]]; X X^T = 5, X Y S = [1*2 + 2*(-2)] = [-2],
+    # S^T S = 2, so V = -2 / ((5 + gamma) (2 + lam)); gamma = lam = 1: V = -1/9.
+    grid = ESZSLGrid(np.array([[1.0], [2.0]]), np.array([0, 1]), np.array([[1.0], [-1.0]]))
+    np.testing.assert_allclose(grid.projection(1.0, 1.0), [[-1.0 / 9.0]], rtol=1e-15)
+    [(_, _, scores)] = grid.grid_scores(np.array([[3.0]]), np.array([[1.0], [2.0]]), [1.0], [1.0])
+    np.testing.assert_allclose(scores, [[-3.0 / 9.0, -6.0 / 9.0]], rtol=1e-15)
 
 
 def test_eszsl_model_scores_and_tensors():
@@ -178,8 +164,8 @@ def test_fit_baselines_are_ridge_rows_and_eszsl_of_the_seen_classes():
     rng = np.random.default_rng(1)
     seen = ClassRows("seen", seen_ids, rng.normal(size=(4, 8)), rng.normal(size=4))
     train = np.isin(labels, seen_ids)
-    config = BaselineConfig(ridge_alpha=0.5, eszsl_gamma=0.2, eszsl_lambda=3.0)
-    rows, model = fit_baselines(feats[train], labels[train], seen, dk, new_ids, config)
+    config = BaselineConfig(ridge_alpha=0.5, eszsl_gamma=0.2, eszsl_lambda=3.0, sae_lambda=4.0)
+    rows, model, sae = fit_baselines(feats[train], labels[train], seen, dk, new_ids, config)
     w_new, b_new = ridge_rows(dk[seen_ids], seen.weight, seen.bias, dk[new_ids], 0.5)
     assert rows.method == "weight_regression" and rows.class_ids.tolist() == [3, 1]
     np.testing.assert_array_equal(rows.weight, w_new)
@@ -191,16 +177,71 @@ def test_fit_baselines_are_ridge_rows_and_eszsl_of_the_seen_classes():
         model.projection, eszsl_fit(feats[train], y, dk[seen_ids], 0.2, 3.0)
     )
     assert (model.gamma, model.lam) == (0.2, 3.0)
+    np.testing.assert_array_equal(
+        sae.projection, SAEGrid(feats[train], y, dk[seen_ids]).projection(4.0)
+    )
+    assert sae.lam == 4.0
     with pytest.raises(KeyError):
         fit_baselines(feats, labels, seen, dk, new_ids, config)  # labels of new classes
 
 
-def test_fit_baselines_chooses_eszsl_regularisers_on_seen_classes():
+def test_fit_baselines_needs_every_setting():
     dk, feats, labels = planted_world(n_classes=8, per_class=6, seed=4)
-    seen_ids = np.arange(6)
-    seen = ClassRows("seen", seen_ids, np.ones((6, 8)), np.zeros(6))
+    seen = ClassRows("seen", np.arange(6), np.ones((6, 8)), np.zeros(6))
     train = labels < 6
-    config = BaselineConfig(seed=2)
-    _, model = fit_baselines(feats[train], labels[train], seen, dk, np.array([6, 7]), config)
-    chosen = eszsl_select(feats[train], labels[train], dk[seen_ids], seed=2)
-    assert (model.gamma, model.lam) == (chosen.gamma, chosen.lam)
+    config = BaselineConfig(ridge_alpha=1.0)
+    assert config.missing() == ["eszsl_gamma", "eszsl_lambda", "sae_lambda"]
+    with pytest.raises(ValueError, match=r"\['eszsl_gamma', 'eszsl_lambda', 'sae_lambda'\] not"):
+        fit_baselines(feats[train], labels[train], seen, dk, np.array([6, 7]), config)
+
+
+def test_sae_by_hand_on_a_one_dimensional_problem():
+    # D = A = 1, N = 2: features 1 and -2 are L2-normalised to 1 and -1, S = [1, -1];
+    # S S^T = 2, X X^T = 2, S X^T = 2, so W = (1 + lam) 2 / (2 + 2 lam) = 1 for every lam.
+    grid = SAEGrid(np.array([[1.0], [-2.0]]), np.array([0, 1]), np.array([[1.0], [-1.0]]))
+    for lam in (0.1, 1.0, 100.0):
+        np.testing.assert_allclose(grid.projection(lam), [[1.0]], rtol=1e-14)
+    model = SAEModel(grid.projection(1.0), 1.0)
+    # prototypes W^T s_c = 1 and -2; cosine with the feature 3: 1 and -1
+    np.testing.assert_allclose(
+        model.scores(np.array([[3.0]]), np.array([[1.0], [-2.0]])), [[1.0, -1.0]], rtol=1e-14
+    )
+    with pytest.raises(ValueError, match="lam must be > 0"):
+        grid.projection(0.0)
+
+
+def test_sae_solves_the_papers_sylvester_equation():
+    dk, feats, labels = planted_world(seed=5)
+    seen = labels < 10
+    x = feats[seen] / np.linalg.norm(feats[seen], axis=1, keepdims=True)
+    s = dk[labels[seen]]
+    grid = SAEGrid(feats[seen], labels[seen], dk[:10])
+    for lam in (0.5, 20.0):
+        w = grid.projection(lam)
+        # eq. 9 of Kodirov et al. 2017: A W + W B = C, solved here by scipy independently
+        a, b, c = s.T @ s, lam * x.T @ x, (1 + lam) * s.T @ x
+        np.testing.assert_allclose(a @ w + w @ b, c, rtol=1e-8, atol=1e-8)
+        np.testing.assert_allclose(w, solve_sylvester(a, b, c), rtol=1e-6, atol=1e-8)
+    # more attributes than seen classes and more dimensions than images: singular on both
+    # sides; the minimum-norm solution still satisfies the equation
+    rng = np.random.default_rng(0)
+    few = rng.normal(size=(6, 9))
+    few_labels = np.array([0, 1, 2, 0, 1, 2])
+    few_dk = rng.normal(size=(3, 5))
+    w = SAEGrid(few, few_labels, few_dk).projection(2.0)
+    xf = (few / np.linalg.norm(few, axis=1, keepdims=True)).T
+    sf = few_dk[few_labels].T
+    np.testing.assert_allclose(sf @ sf.T @ w + 2.0 * w @ xf @ xf.T, 3.0 * sf @ xf.T, atol=1e-10)
+
+
+def test_sae_recovers_planted_classes_and_round_trips():
+    dk, feats, labels = planted_world()
+    seen = labels < 10
+    grid = SAEGrid(feats[seen], labels[seen], dk[:10])
+    model = SAEModel(grid.projection(1.0), 1.0)
+    scores = model.scores(feats[~seen], dk[10:])  # ZSL among the 4 unseen classes
+    assert np.mean(np.argmax(scores, axis=1) + 10 == labels[~seen]) > 0.9
+    tensors, metadata = model.to_safetensors()
+    back = SAEModel.from_safetensors(tensors, metadata)
+    assert back.lam == 1.0
+    np.testing.assert_array_equal(back.projection, model.projection)

@@ -5,9 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from niwt_pipeline.core.baselines import ESZSLModel
+from niwt_pipeline.core.baselines import BaselineConfig, ESZSLModel, SAEModel
 from niwt_pipeline.core.errors import InputError
-from niwt_pipeline.core.methods import ENSEMBLE, METHODS, ensemble_weight, method_scores
+from niwt_pipeline.core.methods import (
+    ENSEMBLE,
+    METHODS,
+    ensemble_weight,
+    method_scores,
+    validated_baselines,
+)
 from niwt_pipeline.core.rows import ClassRows, RowSet
 
 # Two images in R^2; classes 0, 1 seen, 2, 3 new.
@@ -32,6 +38,9 @@ RIDGE = ClassRows("weight_regression", [2, 3], np.array([[0.0, 2.0], [1.0, -1.0]
 #   image 1: x^T V = -1 -> [-1, 1, -1, 1], standardised [-1, 1, -1, 1]
 ESZSL = ESZSLModel(np.array([[1.0], [1.0]]), gamma=0.5, lam=2.0)
 SIGNATURES = np.array([[1.0], [-1.0], [1.0], [-1.0]])
+# SAE: prototypes s_c W with W = (1, 0): (1, 0), (-1, 0), (1, 0), (-1, 0); cosine with
+#   image 0, (1, 2) / sqrt(5): +-1/sqrt(5); image 1, (0, -1): 0 for every class
+SAE = SAEModel(np.array([[1.0, 0.0]]), lam=3.0)
 
 
 def _scores(fusion: float, class_ids=CLASS_IDS, signatures=SIGNATURES, baseline=RIDGE):
@@ -42,6 +51,7 @@ def _scores(fusion: float, class_ids=CLASS_IDS, signatures=SIGNATURES, baseline=
         RowSet({"niwt": NIWT, "niwt_tuned": TUNED}),
         RowSet({"weight_regression": baseline}),
         ESZSL,
+        SAE,
         signatures,
         fusion,
     )
@@ -56,12 +66,15 @@ def test_every_method_by_hand_without_fusion():
         "ensemble_niwt_tuned_eszsl",
         "weight_regression",
         "eszsl",
+        "sae",
     ]
     np.testing.assert_array_equal(scores["niwt"], [[3, 1, 1, 3], [0, 0, -1, -1]])
     np.testing.assert_array_equal(scores["niwt_tuned"], [[3, 1, 1, 3], [0, 0, 2, 2]])  # raw
     np.testing.assert_array_equal(scores[ENSEMBLE], scores["niwt_tuned"])  # weight 0: itself
     np.testing.assert_array_equal(scores["weight_regression"], [[3, 1, 5, -1], [0, 0, -1, 1]])
     np.testing.assert_array_equal(scores["eszsl"], [[3, -3, 3, -3], [-1, 1, -1, 1]])
+    a = 1 / np.sqrt(5)
+    np.testing.assert_allclose(scores["sae"], [[a, -a, a, -a], [0, 0, 0, 0]], atol=1e-15)
     assert all(s.dtype == np.float64 and s.shape == (2, 4) for s in scores.values())
 
 
@@ -72,7 +85,7 @@ def test_fusion_makes_the_named_ensemble_and_leaves_niwt_tuned_alone():
         scores[ENSEMBLE], [[1.5, -1.5, -0.5, 0.5], [-1.5, -0.5, 0.5, 1.5]], atol=1e-15
     )
     unfused = _scores(0.0)
-    for method in ("niwt", "niwt_tuned", "weight_regression", "eszsl"):
+    for method in ("niwt", "niwt_tuned", "weight_regression", "eszsl", "sae"):
         np.testing.assert_array_equal(scores[method], unfused[method])
 
 
@@ -82,6 +95,14 @@ def test_the_ensemble_weight_comes_from_the_validation_choice():
     earlier = {"niwt_tuned": {"fusion": 0.5}, "methods": {"niwt_tuned": {"gamma": 0.1}}}
     with pytest.raises(InputError, match="run the validation pipeline again"):
         ensemble_weight(earlier)
+
+
+def test_the_baselines_settings_come_from_the_validation_choice():
+    settings = {"ridge_alpha": 1.0, "eszsl_gamma": 0.1, "eszsl_lambda": 10.0, "sae_lambda": 2.0}
+    assert validated_baselines({"baselines": settings}) == BaselineConfig(**settings)
+    for earlier in ({}, {"baselines": {**settings, "sae_lambda": None}}):
+        with pytest.raises(InputError, match="run the validation pipeline again"):
+            validated_baselines(earlier)
 
 
 def test_columns_follow_class_ids():

@@ -12,7 +12,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from tests.helpers import SEEN_IDS, hand_set_backbone, hand_set_spec, hand_set_state
 
-from niwt_pipeline.core.baselines import ESZSLModel
+from niwt_pipeline.core.baselines import ESZSLModel, SAEModel
 from niwt_pipeline.core.gzsl import GZSLEvaluation, evaluate_methods
 from niwt_pipeline.core.rows import ClassRows, RowSet
 from niwt_pipeline.core.trained import TrainedBackbone
@@ -226,6 +226,12 @@ class TestSafetensorsObjectDataset:
         back = self._round_trip(tmp_path, model, "niwt_pipeline.core.baselines.ESZSLModel")
         assert (back.gamma, back.lam) == (0.01, 100.0)
         assert back.projection.dtype == np.float64
+        np.testing.assert_array_equal(back.projection, model.projection)
+
+    def test_sae_model(self, tmp_path):
+        model = SAEModel(np.array([[1.0, -0.5, 0.0], [0.25, 2.0, 4.0]]), lam=10.0)
+        back = self._round_trip(tmp_path, model, "niwt_pipeline.core.baselines.SAEModel")
+        assert back.lam == 10.0 and back.projection.dtype == np.float64
         np.testing.assert_array_equal(back.projection, model.projection)
 
     def test_gzsl_evaluation(self, tmp_path):

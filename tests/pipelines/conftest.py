@@ -179,6 +179,7 @@ class Chain:
     transfer_report: dict[str, Any]
     baseline_rows: Any
     eszsl_model: Any
+    sae_model: Any
     baseline_report: dict[str, Any]
     gzsl_evaluation: Any
     gzsl_metrics: dict[str, Any]
@@ -268,14 +269,14 @@ def chain(raw_world: RawDataset, domain_source: NativeAttributes, params_for) ->
     )
     inverse = fit_inverse_mapper(image_importance, dk, mapping)
     reference = cache_reference(backbone, images, transfer)
-    baseline_rows, eszsl, baseline_report = fit_baseline_models(
-        outputs, images, roles, dk, backbone, transfer
+    baseline_rows, eszsl, sae, baseline_report = fit_baseline_models(
+        outputs, images, roles, dk, backbone, choice
     )
     rows, transfer_report = transfer_niwt_rows(
         reference, predicted, mapper_weights, classes, dk, backbone, baseline_rows, choice, transfer
     )
     evaluation = evaluate_gzsl(
-        outputs, images, classes, dk, backbone, rows, baseline_rows, eszsl, choice
+        outputs, images, classes, dk, backbone, rows, baseline_rows, eszsl, sae, choice
     )
     metrics, mlflow_metrics, curve, confusion = report_gzsl(
         evaluation, choice, classes, summary, backbone
@@ -317,6 +318,7 @@ def chain(raw_world: RawDataset, domain_source: NativeAttributes, params_for) ->
         transfer_report=transfer_report,
         baseline_rows=baseline_rows,
         eszsl_model=eszsl,
+        sae_model=sae,
         baseline_report=baseline_report,
         gzsl_evaluation=evaluation,
         gzsl_metrics=metrics,

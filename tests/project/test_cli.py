@@ -44,6 +44,16 @@ def test_bad_parameters_are_one_message_and_exit_code_2(fresh_project):
     assert not (fresh_project / "data" / "04_feature").exists()  # nothing ran
 
 
+def test_a_normal_run_prints_no_third_party_notice(fresh_project):
+    """Noise: notices a user can do nothing about are dropped (settings.py), among them
+    mlflow's "Add type hints to the `predict` method", raised when kedro-mlflow is imported
+    inside mlflow's own ``simplefilter("once")``."""
+    result = _kedro_run(fresh_project, "--pipelines=ingestion")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Warning" not in result.stderr, result.stderr[-3000:]
+    assert "Add type hints" not in result.stderr
+
+
 def test_missing_upstream_outputs_are_one_message_with_the_command(fresh_project):
     result = _kedro_run(fresh_project, "--pipelines=predict")
     assert result.returncode == 2, result.stderr[-3000:]

@@ -51,6 +51,7 @@ def test_finished_run_writes_the_metrics_contract(finished_run: Path):
         "ensemble_niwt_tuned_eszsl",
         "weight_regression",
         "eszsl",
+        "sae",
     }
     choice = json.loads((finished_run / "data/05_model_input/validation_choice.json").read_text())
     assert metrics["validation"]["niwt_tuned"] == choice["niwt_tuned"]
@@ -72,7 +73,13 @@ def test_finished_run_is_logged_to_mlflow(finished_run: Path):
     with sqlite3.connect(finished_run / "mlflow.db") as db:
         keys = {row[0] for row in db.execute("select key from metrics")}
         params = {row[0] for row in db.execute("select key from params")}
-    assert {"gzsl.niwt.H", "gzsl.niwt.ausuc", "gzsl.eszsl.H", "gzsl.weight_regression.H"} <= keys
+    assert {
+        "gzsl.niwt.H",
+        "gzsl.niwt.ausuc",
+        "gzsl.eszsl.H",
+        "gzsl.weight_regression.H",
+        "gzsl.sae.H_calibrated",
+    } <= keys
     assert {
         "gzsl.niwt.H_calibrated",
         "gzsl.niwt_tuned.H_calibrated",

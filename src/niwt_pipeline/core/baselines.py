@@ -5,23 +5,24 @@
   applied to the unseen ones.
 * ESZSL (Romera-Paredes & Torr, ICML 2015): a bilinear compatibility
   ``score(x, c) = x^T V s_c`` between penultimate features and domain knowledge, in
-  closed form; :func:`eszsl_select` picks its two regularisers on held-out seen classes.
+  closed form; :class:`ESZSLGrid` scores a whole grid of its two regularisers exactly, so
+  the validation chooses them on the same pseudo-unseen problem as every other method.
+* SAE (Kodirov, Xiang & Gong, CVPR 2017): the semantic autoencoder, a projection between
+  features and domain knowledge that must also reconstruct the features, in closed form
+  (:class:`SAEGrid`), scored in the visual space (:class:`SAEModel`).
 
 All computations are in float64 numpy.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 
 from niwt_pipeline.core.rows import ClassRows
-
-logger = logging.getLogger(__name__)
 
 DEFAULT_GRID: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)
 
@@ -171,115 +172,73 @@ def eszsl_scores(
     return f @ np.asarray(v, dtype=np.float64) @ s.T
 
 
-@dataclass
-class ESZSLSelection:
-    """Result of :func:`eszsl_select`.
+class ESZSLGrid:
+    """ESZSL for every pair of regularisers from one pair of eigendecompositions, exactly.
 
-    Attributes:
-        gamma, lam: the chosen regularisers.
-        score: their mean held-out ZSL per-class accuracy (fraction).
-        grid: ``{(gamma, lam): mean held-out accuracy}`` over the whole grid.
-        heldout_classes: the pseudo-unseen classes of each split.
-    """
-
-    gamma: float
-    lam: float
-    score: float
-    grid: dict[tuple[float, float], float] = field(default_factory=dict)
-    heldout_classes: list[list[int]] = field(default_factory=list)
-
-
-def eszsl_select(
-    features: np.ndarray | torch.Tensor,
-    labels: np.ndarray | torch.Tensor,
-    dk_seen: np.ndarray | torch.Tensor,
-    *,
-    gammas: Sequence[float] = DEFAULT_GRID,
-    lams: Sequence[float] = DEFAULT_GRID,
-    n_heldout_classes: int | float = 0.2,
-    n_splits: int = 1,
-    seed: int = 0,
-    label_coding: str = "pm1",
-) -> ESZSLSelection:
-    """Pick ESZSL's ``gamma`` and ``lam`` on held-out seen classes (pseudo-unseen).
-
-    For each split, ``n_heldout_classes`` of the seen classes (an int, or a fraction, at
-    least 1) are drawn with ``seed``; ESZSL is fitted on the images of the others and
-    scored by per-class mean top-1 on the held-out images, predicting among the held-out
-    classes only (conventional ZSL).  The grid is evaluated exactly through
-    eigendecompositions of ``X X^T`` and ``S S^T``.  Ties -> the first in grid order.
-    Never pass test data.
+    With ``X X^T = Qx diag(ex) Qx^T`` and ``S^T S = Qs diag(es) Qs^T`` (notation of
+    :func:`eszsl_fit`), ``V(gamma, lam) = Qx [C / ((ex + gamma) (es + lam)^T)] Qs^T`` with
+    ``C = Qx^T X Y S Qs``, so a whole grid costs two eigendecompositions and one product per
+    pair (Romera-Paredes & Torr, ICML 2015, eq. 6).  Used by the validation to choose
+    ``(gamma, lam)`` on the same pseudo-unseen problem as every other method.
 
     Args:
-        features: (N, D) seen training features; labels: (N,) in 0..S-1; dk_seen: (S, A).
-
-    Returns:
-        The chosen ``(gamma, lam)``, their held-out score and the whole grid.
+        features: (N, D) penultimate features of seen-class training images.
+        labels: (N,) int in 0..S-1, rows of ``dk_seen``.
+        dk_seen: (S, A) domain knowledge of the training classes.
+        label_coding: as :func:`eszsl_fit`.
 
     Raises:
-        ValueError: if an input has the wrong number of dimensions or holds NaN/inf,
-            ``labels`` is not (N,) in 0..S-1, the hold-out count is not in
-            ``1 .. (classes present) - 1``, or ``label_coding`` is not ``"pm1"`` or ``"01"``.
+        ValueError: as :func:`eszsl_fit` for the inputs.
     """
-    f = _np64(features, "features", 2)
-    s_all = _np64(dk_seen, "dk_seen", 2)
-    y_all = _check_labels(labels, f.shape[0], s_all.shape[0])
-    present = np.unique(y_all)
-    n_hold = n_heldout_classes
-    count = (
-        max(1, int(round(n_hold * present.size)))
-        if isinstance(n_hold, float) and n_hold < 1
-        else int(n_hold)
-    )
-    if not 1 <= count < present.size:
-        raise ValueError(f"eszsl_select: cannot hold out {count} of {present.size} classes")
-    rng = np.random.default_rng(seed)
-    totals = np.zeros((len(gammas), len(lams)))
-    held_sets: list[list[int]] = []
-    for _ in range(n_splits):
-        held = np.sort(rng.choice(present, size=count, replace=False))
-        held_sets.append([int(c) for c in held])
-        train_cls = np.setdiff1d(present, held)
-        tr, va = ~np.isin(y_all, held), np.isin(y_all, held)
-        remap = np.full(s_all.shape[0], -1)
-        remap[train_cls] = np.arange(train_cls.size)
-        x = f[tr].T  # (D, N)
-        s = s_all[train_cls].T  # (A, Z)
-        y = _label_matrix(remap[y_all[tr]], train_cls.size, label_coding)
-        ex, qx = np.linalg.eigh(x @ x.T)
-        es, qs = np.linalg.eigh(s @ s.T)
-        core = qx.T @ (x @ y @ s.T) @ qs  # (D, A) in the eigenbases
-        left = f[va] @ qx  # (Nv, D)
-        right = qs.T @ s_all[held].T  # (A, Zv)
-        y_va = y_all[va]
-        for i, g in enumerate(gammas):
-            for j, lam in enumerate(lams):
-                scores = left @ (core / np.outer(ex + g, es + lam)) @ right
-                pred = held[np.argmax(scores, axis=1)]
-                accs = [np.mean(pred[y_va == c] == c) for c in held]
-                totals[i, j] += float(np.mean(accs))
-    totals /= n_splits
-    i, j = np.unravel_index(int(np.argmax(totals)), totals.shape)
-    grid = {
-        (float(g), float(lam)): float(totals[a, b])
-        for a, g in enumerate(gammas)
-        for b, lam in enumerate(lams)
-    }
-    logger.info(
-        "ESZSL selection: gamma %g, lam %g, held-out ZSL accuracy %.4f (%d split(s) of %d classes)",
-        gammas[i],
-        lams[j],
-        totals[i, j],
-        n_splits,
-        count,
-    )
-    return ESZSLSelection(
-        gamma=float(gammas[i]),
-        lam=float(lams[j]),
-        score=float(totals[i, j]),
-        grid=grid,
-        heldout_classes=held_sets,
-    )
+
+    def __init__(
+        self,
+        features: np.ndarray | torch.Tensor,
+        labels: np.ndarray | torch.Tensor,
+        dk_seen: np.ndarray | torch.Tensor,
+        *,
+        label_coding: str = "pm1",
+    ) -> None:
+        f = _np64(features, "features", 2)
+        s = _np64(dk_seen, "dk_seen", 2)
+        y = _label_matrix(_check_labels(labels, f.shape[0], s.shape[0]), s.shape[0], label_coding)
+        x = f.T  # (D, N)
+        self._ex, self._qx = np.linalg.eigh(x @ x.T)
+        self._es, self._qs = np.linalg.eigh(s.T @ s)
+        self._core = self._qx.T @ (x @ y @ s) @ self._qs  # (D, A) in the eigenbases
+
+    def _scaled(self, gamma: float, lam: float) -> np.ndarray:
+        if gamma <= 0 or lam <= 0:
+            raise ValueError(f"ESZSL: gamma and lam must be > 0, got {gamma}, {lam}")
+        return self._core / np.outer(self._ex + gamma, self._es + lam)
+
+    def projection(self, gamma: float, lam: float) -> np.ndarray:
+        """V (D, A) float64, equal to :func:`eszsl_fit` with the same regularisers.
+
+        Raises:
+            ValueError: if ``gamma`` or ``lam`` is <= 0.
+        """
+        return self._qx @ self._scaled(gamma, lam) @ self._qs.T
+
+    def grid_scores(
+        self,
+        features: np.ndarray | torch.Tensor,
+        signatures: np.ndarray | torch.Tensor,
+        gammas: Sequence[float],
+        lams: Sequence[float],
+    ):
+        """``(gamma, lam, scores)`` for every pair, gamma-major: (M, D) features and (C, A)
+        signatures -> (M, C) float64 scores, equal to :func:`eszsl_scores` of
+        :meth:`projection`.
+
+        Raises:
+            ValueError: on a regulariser <= 0 or inputs with NaN/inf.
+        """
+        left = _np64(features, "features", 2) @ self._qx  # (M, D)
+        right = self._qs.T @ _np64(signatures, "signatures", 2).T  # (A, C)
+        for gamma in gammas:
+            for lam in lams:
+                yield float(gamma), float(lam), left @ self._scaled(gamma, lam) @ right
 
 
 @dataclass
@@ -313,21 +272,118 @@ class ESZSLModel:
         return cls(tensors["V"].numpy(), float(metadata["gamma"]), float(metadata["lambda"]))
 
 
-@dataclass
-class BaselineConfig:
-    """Hyper-parameters of the baselines.
+def _unit_rows(a: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (a zero row stays zero)."""
+    norm = np.linalg.norm(a, axis=1, keepdims=True)
+    return a / np.where(norm > 0, norm, 1.0)
 
-    Attributes:
-        ridge_alpha: ridge penalty of ``weight_regression``.
-        eszsl_gamma, eszsl_lambda: ESZSL's regularisers; ``None`` chooses both with
-            :func:`eszsl_select` on held-out seen classes.
-        seed: seeds that choice.
+
+class SAEGrid:
+    """The semantic autoencoder (SAE; Kodirov, Xiang & Gong, CVPR 2017) for every ``lam``
+    from one pair of eigendecompositions, exactly.
+
+    SAE's projection ``W`` (A, D) solves the Sylvester equation of the paper's eq. 9,
+    ``S S^T W + lam W X X^T = (1 + lam) S X^T``, with ``X`` (D, N) the training features,
+    each image's L2-normalised as in the authors' code, and ``S`` (A, N) the domain
+    knowledge of each image's class.  Both sides are symmetric, so with
+    ``S S^T = Qs diag(es) Qs^T`` and ``X X^T = Qx diag(ex) Qx^T``,
+    ``W = Qs [(1 + lam) Qs^T S X^T Qx / (es + lam ex^T)] Qx^T``; a component where
+    ``es_i + lam ex_j`` vanishes (both matrices singular there, as when A exceeds the
+    number of seen classes and D the number of images) is set to zero: the minimum-norm
+    solution, since the right-hand side has no weight there either.
+
+    Args:
+        features: (N, D) penultimate features of seen-class training images.
+        labels: (N,) int in 0..S-1, rows of ``dk_seen``.
+        dk_seen: (S, A) domain knowledge of the training classes.
+
+    Raises:
+        ValueError: on inputs with the wrong number of dimensions, NaN/inf, or labels that
+            are not (N,) in 0..S-1.
     """
 
-    ridge_alpha: float = 1.0
+    def __init__(
+        self,
+        features: np.ndarray | torch.Tensor,
+        labels: np.ndarray | torch.Tensor,
+        dk_seen: np.ndarray | torch.Tensor,
+    ) -> None:
+        x = _unit_rows(_np64(features, "features", 2)).T  # (D, N)
+        dk = _np64(dk_seen, "dk_seen", 2)
+        s = dk[_check_labels(labels, x.shape[1], dk.shape[0])].T  # (A, N)
+        es, self._qs = np.linalg.eigh(s @ s.T)
+        ex, self._qx = np.linalg.eigh(x @ x.T)
+        self._es = np.clip(es, 0.0, None)  # PSD: round-off below zero is zero
+        self._ex = np.clip(ex, 0.0, None)
+        self._core = self._qs.T @ (s @ x.T) @ self._qx  # (A, D) in the eigenbases
+
+    def projection(self, lam: float) -> np.ndarray:
+        """W (A, D) float64 for one ``lam`` (> 0).
+
+        Raises:
+            ValueError: if ``lam`` <= 0.
+        """
+        if lam <= 0:
+            raise ValueError(f"SAE: lam must be > 0, got {lam}")
+        denominator = self._es[:, None] + lam * self._ex[None, :]
+        safe = denominator > 1e-12 * np.max(denominator)
+        factor = np.where(safe, (1.0 + lam) / np.where(safe, denominator, 1.0), 0.0)
+        return self._qs @ (self._core * factor) @ self._qx.T
+
+
+@dataclass
+class SAEModel:
+    """A fitted SAE, scored in the visual space (Kodirov et al., CVPR 2017, "S -> V"): each
+    class's prototype ``W^T s_c`` is decoded from its domain knowledge and an image scores
+    its cosine similarity with every prototype.
+
+    Attributes:
+        projection: W, (A, D) float64.
+        lam: the regulariser it was fitted with.
+    """
+
+    projection: np.ndarray
+    lam: float
+
+    def scores(self, features: np.ndarray, signatures: np.ndarray) -> np.ndarray:
+        """(N, D) features and (C, A) class signatures -> (N, C) float64 cosine
+        similarities in [-1, 1]."""
+        prototypes = _np64(signatures, "signatures", 2) @ np.asarray(self.projection, np.float64)
+        return _unit_rows(_np64(features, "features", 2)) @ _unit_rows(prototypes).T
+
+    def to_safetensors(self) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+        """Tensors and JSON metadata for a safetensors file."""
+        return {"W": torch.as_tensor(self.projection)}, {"lambda": self.lam}
+
+    @classmethod
+    def from_safetensors(cls, tensors: dict[str, torch.Tensor], metadata: dict) -> SAEModel:
+        """Read back what :meth:`to_safetensors` wrote.
+
+        Raises:
+            KeyError: when ``W`` or ``lambda`` is missing.
+        """
+        return cls(tensors["W"].numpy(), float(metadata["lambda"]))
+
+
+@dataclass
+class BaselineConfig:
+    """Hyper-parameters of the baselines; ``None`` = chosen by the validation on the
+    pseudo-unseen problem (:func:`~niwt_pipeline.core.validation.search_candidates`).
+
+    Attributes:
+        ridge_alpha: ridge penalty of ``weight_regression`` (>= 0).
+        eszsl_gamma, eszsl_lambda: ESZSL's regularisers (> 0).
+        sae_lambda: SAE's regulariser (> 0).
+    """
+
+    ridge_alpha: float | None = None
     eszsl_gamma: float | None = None
     eszsl_lambda: float | None = None
-    seed: int = 0
+    sae_lambda: float | None = None
+
+    def missing(self) -> list[str]:
+        """The settings still to be chosen (``None``)."""
+        return [k for k, v in asdict(self).items() if v is None]
 
 
 def fit_baselines(
@@ -337,8 +393,8 @@ def fit_baselines(
     dk: np.ndarray,
     new_ids: np.ndarray,
     config: BaselineConfig,
-) -> tuple[ClassRows, ESZSLModel]:
-    """Both baselines for the classes ``new_ids`` on one trained network.
+) -> tuple[ClassRows, ESZSLModel, SAEModel]:
+    """The baselines for the classes ``new_ids`` on one trained network.
 
     Args:
         features: (N, D) penultimate features of the network's training images.
@@ -346,15 +402,22 @@ def fit_baselines(
         seen: the network's seen rows (S, D) and biases.
         dk: (C, A) domain knowledge of every class, row = class id.
         new_ids: (U,) the classes to make rows for.
-        config: the baselines' hyper-parameters.
+        config: the baselines' hyper-parameters, every one set.
 
     Returns:
-        ``weight_regression`` rows (U, D) float64 for ``new_ids``, and the fitted ESZSL.
+        ``weight_regression`` rows (U, D) float64 for ``new_ids``, the fitted ESZSL and
+        the fitted SAE.
 
     Raises:
-        ValueError: on shapes that do not agree or a regulariser <= 0.
+        ValueError: on shapes that do not agree, a regulariser <= 0, or a setting left
+            ``None`` (choose it with the validation first).
         KeyError: when a label is not a seen class.
     """
+    if config.missing():
+        raise ValueError(
+            f"fit_baselines: {config.missing()} not set; the validation chooses them "
+            "(validation_choice.json)"
+        )
     features = np.asarray(features, dtype=np.float64)
     seen_ids = seen.class_ids
     w_new, b_new = ridge_rows(
@@ -364,12 +427,21 @@ def fit_baselines(
         dk[new_ids],
         config.ridge_alpha,
     )
+    positions = seen_positions(seen_ids, labels)
+    v = eszsl_fit(features, positions, dk[seen_ids], config.eszsl_gamma, config.eszsl_lambda)
+    w_sae = SAEGrid(features, positions, dk[seen_ids]).projection(config.sae_lambda)
+    return (
+        ClassRows("weight_regression", np.asarray(new_ids), np.asarray(w_new), np.asarray(b_new)),
+        ESZSLModel(np.asarray(v), float(config.eszsl_gamma), float(config.eszsl_lambda)),
+        SAEModel(w_sae, float(config.sae_lambda)),
+    )
+
+
+def seen_positions(seen_ids: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """(N,) class ids -> (N,) their positions in ``seen_ids`` (rows of ``dk[seen_ids]``).
+
+    Raises:
+        KeyError: when a label is not among ``seen_ids``.
+    """
     position = {int(c): j for j, c in enumerate(seen_ids)}
-    y = np.array([position[int(c)] for c in labels])
-    gamma, lam = config.eszsl_gamma, config.eszsl_lambda
-    if gamma is None or lam is None:
-        chosen = eszsl_select(features, y, dk[seen_ids], seed=config.seed)
-        gamma, lam = chosen.gamma, chosen.lam
-    v = eszsl_fit(features, y, dk[seen_ids], gamma, lam)
-    rows = ClassRows("weight_regression", np.asarray(new_ids), np.asarray(w_new), np.asarray(b_new))
-    return rows, ESZSLModel(np.asarray(v), float(gamma), float(lam))
+    return np.array([position[int(c)] for c in labels], dtype=np.int64)

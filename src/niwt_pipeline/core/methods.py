@@ -7,7 +7,9 @@
   ESZSL's fused in at the weight the validation chose (per-image standardised scores; a
   weight of 0 is ``niwt_tuned`` itself);
 * ``weight_regression``: the seen rows plus ridge-regressed rows;
-* ``eszsl``: ESZSL's bilinear scores (Romera-Paredes & Torr, ICML 2015).
+* ``eszsl``: ESZSL's bilinear scores (Romera-Paredes & Torr, ICML 2015);
+* ``sae``: the semantic autoencoder's scores, cosine similarity with each class's decoded
+  prototype (Kodirov, Xiang & Gong, CVPR 2017).
 
 All share the same trained backbone, so they score the same penultimate features.
 """
@@ -18,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from niwt_pipeline.core.baselines import ESZSLModel
+from niwt_pipeline.core.baselines import BaselineConfig, ESZSLModel, SAEModel
 from niwt_pipeline.core.errors import InputError
 from niwt_pipeline.core.rows import ClassRows, RowSet
 from niwt_pipeline.core.selection import fuse_scores
@@ -26,7 +28,7 @@ from niwt_pipeline.core.selection import fuse_scores
 #: The fusion of the validated NIWT rows' scores with ESZSL's: named for what it fuses.
 ENSEMBLE = "ensemble_niwt_tuned_eszsl"
 #: The methods, in the order of the GZSL table.
-METHODS = ("niwt", "niwt_tuned", ENSEMBLE, "weight_regression", "eszsl")
+METHODS = ("niwt", "niwt_tuned", ENSEMBLE, "weight_regression", "eszsl", "sae")
 
 
 def method_scores(
@@ -36,6 +38,7 @@ def method_scores(
     niwt_rows: RowSet,
     baseline_rows: RowSet,
     eszsl: ESZSLModel,
+    sae: SAEModel,
     signatures: np.ndarray,
     fusion: float,
 ) -> dict[str, np.ndarray]:
@@ -48,6 +51,7 @@ def method_scores(
         niwt_rows: ``niwt`` and ``niwt_tuned`` rows of the other classes.
         baseline_rows: ``weight_regression`` rows of the other classes.
         eszsl: the fitted ESZSL.
+        sae: the fitted SAE.
         signatures: (C, A) domain knowledge of ``class_ids``, in column order.
         fusion: the weight of ESZSL's scores fused into ``niwt_tuned``'s for the ensemble.
 
@@ -67,6 +71,7 @@ def method_scores(
             features, class_ids
         ),
         "eszsl": eszsl_scores,
+        "sae": sae.scores(features, signatures),
     }
 
 
@@ -84,3 +89,21 @@ def ensemble_weight(validation_choice: dict[str, Any]) -> float:
             "kedro run --pipelines=validation,transfer"
         )
     return float(validation_choice[ENSEMBLE]["fusion"])
+
+
+def validated_baselines(validation_choice: dict[str, Any]) -> BaselineConfig:
+    """The baselines' settings the validation chose (``validation_choice["baselines"]``).
+
+    Raises:
+        InputError: a ``validation_choice.json`` written before the baselines were tuned on
+            the validation problem; run the validation pipeline again.
+    """
+    chosen = validation_choice.get("baselines")
+    config = BaselineConfig(**chosen) if isinstance(chosen, dict) else None
+    if config is None or config.missing():
+        raise InputError(
+            "validation_choice.json has no baseline settings (it was written by an earlier "
+            "version, before the baselines were tuned on the validation problem); run the "
+            "validation pipeline again: kedro run --pipelines=validation,transfer"
+        )
+    return config

@@ -7,8 +7,11 @@ validation_roles`); a second backbone is trained without them; then
 grid (mapper settings x NIWT variants x fusion weights with ESZSL) and scores each as a GZSL
 problem: the held-out images of the remaining classes plus every image of the
 pseudo-unseen classes, each candidate at its own best gamma (calibrated stacking, Chao et
-al., ECCV 2016).  The baselines are scored on the same problem, so every method's gamma
-comes from it.
+al., ECCV 2016).  The baselines' own settings (the ridge penalty of ``weight_regression``,
+ESZSL's two regularisers) are chosen on the same problem by the same criterion
+(:func:`tune_baselines`) before NIWT's candidates, which use those very baselines (ridge
+initialisation and anchor, the ESZSL fusion); so every method's settings and gamma come
+from it.
 """
 
 from __future__ import annotations
@@ -24,10 +27,20 @@ import numpy as np
 import pandas as pd
 import torch
 
-from niwt_pipeline.core.baselines import BaselineConfig, fit_baselines
-from niwt_pipeline.core.gzsl import problem_for
+from niwt_pipeline.core.baselines import (
+    DEFAULT_GRID,
+    BaselineConfig,
+    ESZSLGrid,
+    ESZSLModel,
+    SAEGrid,
+    SAEModel,
+    ridge_rows,
+    seen_positions,
+)
+from niwt_pipeline.core.gzsl import GZSLProblem, problem_for
 from niwt_pipeline.core.mapper import MapperConfig, fit_mapper
 from niwt_pipeline.core.methods import ENSEMBLE
+from niwt_pipeline.core.rows import ClassRows
 from niwt_pipeline.core.selection import (
     CRITERIA,
     best_index,
@@ -58,20 +71,157 @@ class SearchConfig:
         niwt_grid: :class:`TransferConfig` field (``init`` may be ``ridge``) or ``anchor``
             -> values to try; the configured variant (no overrides) is always tried too.
         fusion_grid: weights of ESZSL's scores fused into NIWT's (0 = NIWT alone).
+        baseline_grid: :class:`BaselineConfig` field -> values to try for the settings the
+            configuration leaves ``None`` (a set value is the only one tried).
     """
 
     criterion: str = "mean"
     mapper_grid: dict[str, list[Any]] = field(default_factory=dict)
     niwt_grid: dict[str, list[Any]] = field(default_factory=dict)
     fusion_grid: list[float] = field(default_factory=lambda: [0.0])
+    baseline_grid: dict[str, list[float]] = field(
+        default_factory=lambda: {
+            "ridge_alpha": [0.01, 0.1, 1.0, 10.0, 100.0],
+            "eszsl_gamma": list(DEFAULT_GRID),
+            "eszsl_lambda": list(DEFAULT_GRID),
+            "sae_lambda": [0.01, 0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0],
+        }
+    )
 
     def __post_init__(self) -> None:
         if self.criterion not in CRITERIA:
             raise ValueError(f"criterion: expected one of {CRITERIA}, got {self.criterion!r}")
+        unknown = sorted(set(self.baseline_grid) - set(BaselineConfig.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"baseline_grid: unknown BaselineConfig field(s) {unknown}")
+        for key, values in self.baseline_grid.items():
+            if not values or min(values) < 0 or (key != "ridge_alpha" and min(values) <= 0):
+                raise ValueError(f"baseline_grid.{key}: expected values > 0, got {values}")
 
 
 def _summary(metrics: Mapping[str, Any]) -> dict[str, float]:
     return {k: float(metrics[k]) for k in _SUMMARY_KEYS}
+
+
+def _values(config: BaselineConfig, search: SearchConfig, key: str) -> list[float]:
+    """The values the validation tries for one baseline setting: the configured one when
+    set, else the grid's."""
+    value = getattr(config, key)
+    return [float(value)] if value is not None else [float(v) for v in search.baseline_grid[key]]
+
+
+def tune_baselines(
+    features: np.ndarray,
+    labels: np.ndarray,
+    seen: ClassRows,
+    dk: np.ndarray,
+    problem_features: np.ndarray,
+    problem: GZSLProblem,
+    class_ids: np.ndarray,
+    config: BaselineConfig,
+    search: SearchConfig,
+) -> tuple[ClassRows, ESZSLModel, SAEModel, BaselineConfig, dict[str, list[dict[str, Any]]]]:
+    """Choose the baselines' settings on the validation problem, as NIWT's are chosen: each
+    candidate scored as a GZSL problem at its own best gamma and ranked by
+    ``search.criterion`` (ties: the first in grid order).
+
+    * ``weight_regression``: the ridge penalty (:func:`ridge_rows`);
+    * ESZSL: ``(gamma, lam)`` over the grid, exactly (:class:`ESZSLGrid`);
+    * SAE: ``lam`` (:class:`SAEGrid`).
+
+    Args:
+        features: (N, D) the validation backbone's features of its training images.
+        labels: (N,) their class ids (seen by that backbone).
+        seen: that backbone's seen rows.
+        dk: (C, A) domain knowledge of every class, row = class id.
+        problem_features: (M, D) features of the validation problem's images.
+        problem: the validation problem.
+        class_ids: (C,) its classes in column order (seen + pseudo-unseen).
+        config: the configured settings (``None`` = chosen here).
+        search: the grids and the criterion.
+
+    Returns:
+        The chosen ``weight_regression`` rows of the pseudo-unseen classes, the chosen ESZSL
+        and SAE, the chosen settings, and ``{"weight_regression": [...], "eszsl": [...],
+        "sae": [...]}``: every
+        candidate's settings, ``H_calibrated``, ``ausuc``, ``zsl_top1``, calibration
+        ``gamma`` and criterion (JSON).
+
+    Raises:
+        ValueError: when every candidate of a baseline scored NaN.
+    """
+    seen_ids = seen.class_ids
+    all_ids = np.asarray(class_ids)
+    new_ids = all_ids[~np.isin(all_ids, seen_ids)]
+    summary = ("H_calibrated", "ausuc", "gamma", "zsl_top1")
+    tables: dict[str, list[dict[str, Any]]] = {"weight_regression": [], "eszsl": [], "sae": []}
+
+    def record(method: str, settings: dict[str, float], scores: np.ndarray) -> None:
+        metrics = validation_metrics(scores, problem)
+        tables[method].append(
+            {
+                **settings,
+                **{k: float(metrics[k]) for k in summary},
+                "criterion": criterion_value(metrics, search.criterion),
+            }
+        )
+
+    ridge_candidates = []
+    for alpha in _values(config, search, "ridge_alpha"):
+        weight, bias = ridge_rows(
+            dk[seen_ids],
+            seen.weight.astype(np.float64),
+            seen.bias.astype(np.float64),
+            dk[new_ids],
+            alpha,
+        )
+        rows = ClassRows("weight_regression", new_ids, np.asarray(weight), np.asarray(bias))
+        ridge_candidates.append(rows)
+        record(
+            "weight_regression",
+            {"ridge_alpha": alpha},
+            (seen + rows).scores(problem_features, all_ids),
+        )
+    positions = seen_positions(seen_ids, labels)
+    eszsl_grid = ESZSLGrid(features, positions, dk[seen_ids])
+    for gamma, lam, scores in eszsl_grid.grid_scores(
+        problem_features,
+        dk[all_ids],
+        _values(config, search, "eszsl_gamma"),
+        _values(config, search, "eszsl_lambda"),
+    ):
+        record("eszsl", {"eszsl_gamma": gamma, "eszsl_lambda": lam}, scores)
+    sae_grid = SAEGrid(features, positions, dk[seen_ids])
+    for lam in _values(config, search, "sae_lambda"):
+        sae = SAEModel(sae_grid.projection(lam), lam)
+        record("sae", {"sae_lambda": lam}, sae.scores(problem_features, dk[all_ids]))
+    best = {m: best_index([c["criterion"] for c in t]) for m, t in tables.items()}
+    pick = {m: t[best[m]] for m, t in tables.items()}
+    chosen = BaselineConfig(
+        ridge_alpha=pick["weight_regression"]["ridge_alpha"],
+        eszsl_gamma=pick["eszsl"]["eszsl_gamma"],
+        eszsl_lambda=pick["eszsl"]["eszsl_lambda"],
+        sae_lambda=pick["sae"]["sae_lambda"],
+    )
+    eszsl = ESZSLModel(
+        eszsl_grid.projection(chosen.eszsl_gamma, chosen.eszsl_lambda),
+        chosen.eszsl_gamma,
+        chosen.eszsl_lambda,
+    )
+    sae = SAEModel(sae_grid.projection(chosen.sae_lambda), chosen.sae_lambda)
+    ridge = ridge_candidates[best["weight_regression"]]
+    logger.info(
+        "validation chose weight_regression ridge_alpha %g (of %d), ESZSL gamma %g lambda %g "
+        "(of %d), SAE lambda %g (of %d)",
+        chosen.ridge_alpha,
+        len(tables["weight_regression"]),
+        chosen.eszsl_gamma,
+        chosen.eszsl_lambda,
+        len(tables["eszsl"]),
+        chosen.sae_lambda,
+        len(tables["sae"]),
+    )
+    return ridge, eszsl, sae, chosen, tables
 
 
 def search_candidates(
@@ -102,15 +252,16 @@ def search_candidates(
         dk: (C, A) domain knowledge of every class, row = class id.
         mapper: the mapper settings the grid's overrides apply to.
         niwt: the configured NIWT settings (``transfer.niwt``) the grid's overrides apply to.
-        baselines: the baselines' settings.
+        baselines: the configured baselines' settings (``None`` = chosen here).
         search: the grids and the criterion.
         gram_budget_bytes: whether G may be computed from cached activations.
 
     Returns:
         The choice (JSON: the mapper and NIWT overrides chosen by NIWT's rows alone, the
-        ensemble's ESZSL weight chosen for those rows, and per method its validation
-        metrics and gamma) and the table of every candidate (``chosen``: the ``niwt_tuned``
-        candidate; ``chosen_ensemble``: the ensemble's).
+        ensemble's ESZSL weight chosen for those rows, the baselines' settings
+        (``baselines``) with every baseline candidate (``baseline_candidates``), and per
+        method its validation metrics and gamma) and the table of every NIWT candidate
+        (``chosen``: the ``niwt_tuned`` candidate; ``chosen_ensemble``: the ensemble's).
 
     Raises:
         ValueError: when every candidate scored NaN.
@@ -125,11 +276,13 @@ def search_candidates(
     importance = outputs["importance_gt"].numpy()
     train = role == "train"
 
-    ridge, eszsl_model = fit_baselines(features[train], labels[train], seen, dk, pseudo, baselines)
     evaluate = np.isin(role, ("holdout", "pseudo_unseen"))
     all_ids = np.union1d(seen_ids, pseudo)
     problem = problem_for(labels[evaluate], all_ids, pseudo)
     feats = features[evaluate]
+    ridge, eszsl_model, sae_model, baseline_choice, baseline_table = tune_baselines(
+        features[train], labels[train], seen, dk, feats, problem, all_ids, baselines, search
+    )
     eszsl = eszsl_model.scores(feats, dk[all_ids])
     ridge_scores = (seen + ridge).scores(feats, all_ids)
 
@@ -197,6 +350,7 @@ def search_candidates(
         ENSEMBLE: _summary(results.iloc[fused]),
         "weight_regression": validation_metrics(ridge_scores, problem),
         "eszsl": validation_metrics(eszsl, problem),
+        "sae": validation_metrics(sae_model.scores(feats, dk[all_ids]), problem),
     }
     choice = {
         "pseudo_unseen_class_ids": [int(c) for c in pseudo],
@@ -206,8 +360,9 @@ def search_candidates(
         "niwt_tuned": json.loads(chosen["niwt"]),
         ENSEMBLE: {"fusion": float(results.iloc[fused]["fusion"])},
         "niwt": asdict(niwt),
-        "eszsl": {"gamma": eszsl_model.gamma, "lambda": eszsl_model.lam},
+        "baselines": asdict(baseline_choice),
         "methods": methods,
+        "baseline_candidates": baseline_table,
     }
     for method, values in methods.items():
         logger.info(

@@ -13,6 +13,8 @@ from pydantic import ValidationError
 from tests.helpers import METRIC_KEYS
 
 from niwt_pipeline.core.backbones.spec import BackboneSpec
+from niwt_pipeline.core.baselines import ridge_rows
+from niwt_pipeline.core.data.tables import domain_knowledge_by_class
 from niwt_pipeline.core.errors import InputError
 from niwt_pipeline.core.gzsl import GZSLEvaluation
 from niwt_pipeline.core.methods import METHODS
@@ -217,9 +219,11 @@ def test_bad_parameters_are_refused_naming_the_key_before_any_work(params_for, b
 # ------------------------------------------------------------------ fit_baseline_models
 
 
-def test_baselines_have_ridge_rows_and_eszsl(chain):
+def test_baselines_have_ridge_rows_and_eszsl_with_the_validated_settings(chain):
     rows, eszsl, report = chain.baseline_rows, chain.eszsl_model, chain.baseline_report
+    sae = chain.sae_model
     n_attr = chain.domain_knowledge.shape[1] - 2
+    chosen = chain.validation_choice["baselines"]
 
     assert list(rows) == ["weight_regression"]
     ridge = rows["weight_regression"]
@@ -227,36 +231,56 @@ def test_baselines_have_ridge_rows_and_eszsl(chain):
     assert ridge.class_ids.tolist() == chain.unseen_ids
     assert ridge.weight.shape == (len(chain.unseen_ids), D)
     assert eszsl.projection.shape == (D, n_attr)
-    assert set(report) == {"eszsl", "weight_regression"}
-    assert report["eszsl"] == {"gamma": eszsl.gamma, "lambda": eszsl.lam}
-    assert report["weight_regression"] == {"ridge_alpha": 1.0}
-    assert eszsl.gamma > 0 and eszsl.lam > 0
+    assert set(report) == {"source", "eszsl", "weight_regression", "sae"}
+    assert sae.projection.shape == (n_attr, D)
+    assert report["sae"] == {"lambda": chosen["sae_lambda"]} and sae.lam == chosen["sae_lambda"]
+    assert report["eszsl"] == {"gamma": chosen["eszsl_gamma"], "lambda": chosen["eszsl_lambda"]}
+    assert (eszsl.gamma, eszsl.lam) == (chosen["eszsl_gamma"], chosen["eszsl_lambda"])
+    assert report["weight_regression"] == {"ridge_alpha": chosen["ridge_alpha"]}
 
 
-def test_fixed_eszsl_hyperparameters_are_used_as_given(chain, params_for):
-    params = params_for("transfer", {"baselines": {"eszsl_gamma": 0.5, "eszsl_lambda": 2.0}})
-
-    _, eszsl, report = fit_baseline_models(
+def _fit_baselines(chain, choice, backbone=None):
+    return fit_baseline_models(
         chain.image_outputs,
         chain.images,
         chain.backbone_roles,
         chain.domain_knowledge,
-        chain.backbone,
-        params,
+        backbone or chain.backbone,
+        choice,
+    )
+
+
+def test_the_baselines_use_the_settings_of_the_validation_choice(chain):
+    settings = {"ridge_alpha": 7.0, "eszsl_gamma": 0.5, "eszsl_lambda": 2.0, "sae_lambda": 3.0}
+    rows, eszsl, sae, report = _fit_baselines(
+        chain, {**chain.validation_choice, "baselines": settings}
     )
 
     assert report["eszsl"] == {"gamma": 0.5, "lambda": 2.0}
     assert (eszsl.gamma, eszsl.lam) == (0.5, 2.0)
+    assert report["weight_regression"] == {"ridge_alpha": 7.0}
+    assert report["sae"] == {"lambda": 3.0} and sae.lam == 3.0
+    seen = chain.backbone.seen_rows()
+    dk = domain_knowledge_by_class(chain.domain_knowledge).to_numpy(np.float64)
+    weight, _ = ridge_rows(
+        dk[seen.class_ids],
+        seen.weight.astype(np.float64),
+        seen.bias.astype(np.float64),
+        dk[chain.unseen_ids],
+        7.0,
+    )
+    np.testing.assert_allclose(rows["weight_regression"].weight, weight, rtol=1e-10)
 
 
-def test_baselines_do_not_depend_on_the_order_of_the_classifier_rows(chain, params_for):
-    rows, eszsl, _ = fit_baseline_models(
-        chain.image_outputs,
-        chain.images,
-        chain.backbone_roles,
-        chain.domain_knowledge,
-        _permuted(chain, [3, 0, 5, 1, 4, 2]),
-        params_for("transfer"),
+def test_a_validation_choice_without_baseline_settings_says_to_rerun_the_validation(chain):
+    old = {k: v for k, v in chain.validation_choice.items() if k != "baselines"}
+    with pytest.raises(InputError, match=r"kedro run --pipelines=validation,transfer"):
+        _fit_baselines(chain, old)
+
+
+def test_baselines_do_not_depend_on_the_order_of_the_classifier_rows(chain):
+    rows, eszsl, sae, _ = _fit_baselines(
+        chain, chain.validation_choice, _permuted(chain, [3, 0, 5, 1, 4, 2])
     )
 
     expected = chain.baseline_rows["weight_regression"]
@@ -265,6 +289,7 @@ def test_baselines_do_not_depend_on_the_order_of_the_classifier_rows(chain, para
     )
     np.testing.assert_allclose(rows["weight_regression"].bias, expected.bias, rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(eszsl.projection, chain.eszsl_model.projection, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(sae.projection, chain.sae_model.projection, rtol=1e-6, atol=1e-8)
 
 
 # ------------------------------------------------------------------ evaluate_gzsl
@@ -357,6 +382,7 @@ def test_evaluating_without_niwt_rows_for_an_unseen_class_is_refused(chain):
             rows,
             chain.baseline_rows,
             chain.eszsl_model,
+            chain.sae_model,
             chain.validation_choice,
         )
 

@@ -45,6 +45,7 @@ INTERMEDIATES = {
     "niwt_rows",
     "baseline_rows",
     "eszsl_model",
+    "sae_model",
     "gzsl_evaluation",
 }
 NODES = {
@@ -132,7 +133,9 @@ def test_run_writes_the_metrics_contract(outputs, chain):
         "ensemble_niwt_tuned_eszsl",
         "weight_regression",
         "eszsl",
+        "sae",
     }
+    assert metrics["validation"]["baselines"] == chain.validation_choice["baselines"]
     assert metrics["validation"]["niwt_tuned"] == chain.validation_choice["niwt_tuned"]
     assert "fusion" not in metrics["validation"]["niwt_tuned"]  # the rows alone
     assert metrics["validation"]["ensemble_niwt_tuned_eszsl"] == {

@@ -14,7 +14,7 @@ from niwt_pipeline.pipelines.validation.nodes import (
     split_for_validation,
 )
 
-METHODS = {"niwt", "niwt_tuned", "ensemble_niwt_tuned_eszsl", "weight_regression", "eszsl"}
+METHODS = {"niwt", "niwt_tuned", "ensemble_niwt_tuned_eszsl", "weight_regression", "eszsl", "sae"}
 
 
 def test_roles_give_pseudo_unseen_classes_all_their_trainval_images(chain):
@@ -85,6 +85,52 @@ def test_choice_names_the_best_candidate_and_every_gamma(chain):
     assert set(chain.validation_metrics) == {
         f"{m}.{k}" for m in METHODS for k in ("H_calibrated", "ausuc")
     }
+
+
+def test_the_baselines_are_tuned_on_the_same_problem_by_the_same_criterion(chain, params_for):
+    choice = chain.validation_choice
+    candidates = choice["baseline_candidates"]
+    grid = params_for("validation").search().baseline_grid
+    assert [c["ridge_alpha"] for c in candidates["weight_regression"]] == grid["ridge_alpha"]
+    pairs = [(g, lam) for g in grid["eszsl_gamma"] for lam in grid["eszsl_lambda"]]
+    assert [(c["eszsl_gamma"], c["eszsl_lambda"]) for c in candidates["eszsl"]] == pairs
+    assert [c["sae_lambda"] for c in candidates["sae"]] == grid["sae_lambda"]
+    for method, table in candidates.items():
+        best = max(table, key=lambda c: c["criterion"])  # first of the ties, as best_index
+        for c in table:
+            assert c["criterion"] == pytest.approx(0.5 * (c["H_calibrated"] + c["ausuc"]))
+        # the method's validation metrics are its chosen candidate's
+        assert choice["methods"][method]["H_calibrated"] == pytest.approx(best["H_calibrated"])
+        assert choice["methods"][method]["gamma"] == pytest.approx(best["gamma"])
+    assert choice["baselines"] == {
+        "ridge_alpha": max(candidates["weight_regression"], key=lambda c: c["criterion"])[
+            "ridge_alpha"
+        ],
+        "eszsl_gamma": max(candidates["eszsl"], key=lambda c: c["criterion"])["eszsl_gamma"],
+        "eszsl_lambda": max(candidates["eszsl"], key=lambda c: c["criterion"])["eszsl_lambda"],
+        "sae_lambda": max(candidates["sae"], key=lambda c: c["criterion"])["sae_lambda"],
+    }
+    # the grid does have a spread, so the choice is not a formality
+    assert len({round(c["criterion"], 6) for c in candidates["eszsl"]}) > 5
+
+
+def test_a_configured_baseline_setting_is_the_only_one_tried(chain, params_for):
+    transfer = params_for("transfer", {"baselines": {"ridge_alpha": 3.0, "eszsl_lambda": 0.1}})
+    choice, _, _ = select_hyperparameters(
+        chain.validation_image_outputs,
+        chain.validation_reference_cache,
+        chain.validation_backbone,
+        chain.validation_roles,
+        chain.domain_knowledge,
+        params_for("validation", {"mapper_grid": {"weight_decay": [0.0]}}),
+        params_for("mapping"),
+        transfer,
+    )
+    candidates = choice["baseline_candidates"]
+    assert [c["ridge_alpha"] for c in candidates["weight_regression"]] == [3.0]
+    assert {c["eszsl_lambda"] for c in candidates["eszsl"]} == {0.1}
+    assert choice["baselines"]["ridge_alpha"] == 3.0
+    assert choice["baselines"]["eszsl_lambda"] == 0.1
 
 
 def _select(chain, params_for, overrides):

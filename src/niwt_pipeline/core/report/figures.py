@@ -31,6 +31,7 @@ METHOD_LABELS = {
     "ensemble_niwt_tuned_eszsl": "ensemble: validated NIWT + ESZSL (score fusion)",
     "weight_regression": "ridge rows (weight regression)",
     "eszsl": "ESZSL",
+    "sae": "SAE (semantic autoencoder)",
 }
 """Display names of the scored methods; unknown methods are shown by their key."""
 

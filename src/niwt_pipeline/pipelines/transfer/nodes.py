@@ -12,14 +12,20 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
-from niwt_pipeline.core.baselines import ESZSLModel, fit_baselines
+from niwt_pipeline.core.baselines import ESZSLModel, SAEModel, fit_baselines
 from niwt_pipeline.core.classifier import ZeroShotClassifier
 from niwt_pipeline.core.data.tables import domain_knowledge_by_class
 from niwt_pipeline.core.explain.common import table_dimension_names
 from niwt_pipeline.core.extra import ExtraClasses, add_described_classes, new_class_targets
 from niwt_pipeline.core.gzsl import GZSLEvaluation, evaluate_methods
 from niwt_pipeline.core.mapper import InverseMap, LinearMapper
-from niwt_pipeline.core.methods import ENSEMBLE, METHODS, ensemble_weight, method_scores
+from niwt_pipeline.core.methods import (
+    ENSEMBLE,
+    METHODS,
+    ensemble_weight,
+    method_scores,
+    validated_baselines,
+)
 from niwt_pipeline.core.metrics import confusion_matrix
 from niwt_pipeline.core.report import plot_confusion, plot_seen_unseen_curves
 from niwt_pipeline.core.rows import ClassRows, RowSet
@@ -86,13 +92,18 @@ def fit_baseline_models(
     backbone_roles: pd.DataFrame,
     domain_knowledge: pd.DataFrame,
     backbone: TrainedBackbone,
-    options: TransferParams,
-) -> tuple[RowSet, ESZSLModel, dict[str, Any]]:
+    validation_choice: dict[str, Any],
+) -> tuple[RowSet, ESZSLModel, SAEModel, dict[str, Any]]:
     """Ridge regression domain knowledge -> classifier rows of every class the backbone was
-    not trained on (``weight_regression``), and ESZSL on the backbone's training features.
+    not trained on (``weight_regression``), and ESZSL and SAE on the backbone's training
+    features, with the settings the validation chose (``validation_choice["baselines"]``).
 
     Returns:
-        The ``weight_regression`` rows, the fitted ESZSL, and a report (JSON).
+        The ``weight_regression`` rows, the fitted ESZSL, the fitted SAE, and a report
+        (JSON).
+
+    Raises:
+        InputError: a ``validation_choice.json`` without baseline settings (earlier version).
     """
     seen = backbone.seen_rows()
     dk = domain_knowledge_by_class(domain_knowledge).to_numpy(np.float64)
@@ -101,16 +112,23 @@ def fit_baseline_models(
     train_ids = set(backbone_roles.loc[backbone_roles["role"] == "train", "image_id"])
     labels = table["class_id"].to_numpy()
     mask = table["image_id"].isin(train_ids).to_numpy() & np.isin(labels, seen.class_ids)
-    config = options.baselines.config()
-    ridge, eszsl = fit_baselines(
+    config = validated_baselines(validation_choice)
+    ridge, eszsl, sae = fit_baselines(
         image_outputs["features"].numpy()[mask], labels[mask], seen, dk, new_ids, config
     )
     report = {
+        "source": "settings chosen by the validation (validation_choice.json: baselines)",
         "eszsl": {"gamma": eszsl.gamma, "lambda": eszsl.lam},
         "weight_regression": {"ridge_alpha": config.ridge_alpha},
+        "sae": {"lambda": sae.lam},
     }
-    logger.info("baselines fitted: weight_regression rows, ESZSL %s", report["eszsl"])
-    return RowSet({"weight_regression": ridge}), eszsl, report
+    logger.info(
+        "baselines fitted: weight_regression rows (ridge_alpha %g), ESZSL %s, SAE %s",
+        config.ridge_alpha,
+        report["eszsl"],
+        report["sae"],
+    )
+    return RowSet({"weight_regression": ridge}), eszsl, sae, report
 
 
 def transfer_niwt_rows(
@@ -192,6 +210,7 @@ def evaluate_gzsl(
     niwt_rows: RowSet,
     baseline_rows: RowSet,
     eszsl_model: ESZSLModel,
+    sae_model: SAEModel,
     validation_choice: dict[str, Any],
 ) -> GZSLEvaluation:
     """Score every method on the test images over all classes and evaluate it once, each
@@ -208,6 +227,7 @@ def evaluate_gzsl(
         niwt_rows,
         baseline_rows,
         eszsl_model,
+        sae_model,
         dk[class_ids],
         ensemble_weight(validation_choice),
     )
@@ -255,7 +275,13 @@ def report_gzsl(
             "source": "validation pipeline: pseudo-unseen classes, a backbone that never saw them",
             **{
                 key: validation_choice[key]
-                for key in ("pseudo_unseen_class_ids", "mapper", "niwt_tuned", ENSEMBLE)
+                for key in (
+                    "pseudo_unseen_class_ids",
+                    "mapper",
+                    "niwt_tuned",
+                    ENSEMBLE,
+                    "baselines",
+                )
             },
         },
     }
