@@ -268,10 +268,38 @@ def _score(upstream, named, explained, params, **overrides):
         "textual_explanations": explained,
         "image_attributes": upstream["image_attributes"],
         "domain_knowledge": upstream["domain_knowledge"],
+        "classifier_domain_knowledge": upstream["classifier_domain_knowledge"],
         "validation_choice": upstream["validation_choice"],
     }
     inputs.update(overrides)
     return score_explanations(**inputs, options=params)
+
+
+def test_the_class_prior_of_a_class_defined_by_its_description(
+    upstream, named, explained, explanation_params
+):
+    """A test image predicted as a class that exists only as a description (not among the
+    dataset's classes) is scored too: its class prior reads the classifier's classes."""
+    dk = upstream["domain_knowledge"]
+    dims = [c for c in dk.columns if c not in ("class_id", "name")]
+    extra_id = int(dk["class_id"].max()) + 1
+    row = {"class_id": extra_id, "name": "described only", **dict.fromkeys(dims, 0.0)}
+    row.update({dims[0]: 1.0, dims[1]: 0.9, dims[2]: 0.8})  # its 3 strongest: 0, 1, 2
+    classifier_dk = pd.concat([dk, pd.DataFrame([row])], ignore_index=True)
+    predicted_extra = explained.assign(predicted_class_id=extra_id, correct=False)
+
+    metrics, _ = _score(
+        upstream,
+        named,
+        predicted_extra,
+        explanation_params,
+        classifier_domain_knowledge=classifier_dk,
+    )
+
+    truth = upstream["image_attributes"].set_index("image_id").loc[explained["image_id"], dims]
+    expected = truth.to_numpy()[:, :3].mean()
+    prior = metrics["textual"]["precision_at_k"]["all"]["class_prior"]
+    assert prior == pytest.approx(expected)
 
 
 def test_score_explanations_against_the_true_image_attributes(

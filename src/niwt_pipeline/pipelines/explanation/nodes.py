@@ -234,13 +234,17 @@ def score_explanations(
     textual_explanations: pd.DataFrame,
     image_attributes: pd.DataFrame,
     domain_knowledge: pd.DataFrame,
+    classifier_domain_knowledge: pd.DataFrame,
     validation_choice: dict[str, Any],
     options: ExplanationParams,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """How good the explanations are, as numbers (JSON and MLflow metrics): the agreement
     of the two neuron namings, and precision@k of the textual explanations against each
     image's truth beside the random and class-prior baselines
-    (:func:`niwt_pipeline.core.explain.precision_by_group`)."""
+    (:func:`niwt_pipeline.core.explain.precision_by_group`).  The truth comes from the
+    dataset's classes (``domain_knowledge``); the class prior names the *predicted* class's
+    strongest dimensions, and a prediction may be a class defined by its description alone,
+    so the prior reads every class of the classifier (``classifier_domain_knowledge``)."""
     k = options.top_k
     names, named = table_dimension_names(domain_knowledge)
     agreement = neuron_name_agreement(
@@ -251,7 +255,9 @@ def score_explanations(
     )
     dk = domain_knowledge_by_class(domain_knowledge)
     scored, truth, source = truth_for_explanations(textual_explanations, image_attributes, dk)
-    groups = precision_by_group(scored, truth, dk, k)
+    groups = precision_by_group(
+        scored, truth, domain_knowledge_by_class(classifier_domain_knowledge), k
+    )
     metrics = json_ready(
         {
             "method": METHOD,

@@ -67,6 +67,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "textual_explanations",
                     "image_attributes",
                     "domain_knowledge",
+                    "classifier_domain_knowledge",
                     "validation_choice",
                     "params:explanation",
                 ],
