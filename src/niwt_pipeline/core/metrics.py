@@ -66,12 +66,12 @@ def per_class_accuracy(
     y = _np(labels, "labels", 1)
     if p.shape != y.shape:
         raise ValueError(f"pred {p.shape} and labels {y.shape} differ in length")
-    cls = np.unique(y) if classes is None else np.asarray(classes).ravel()
-    out: dict[int, float] = {}
-    for c in cls:
-        mask = y == c
-        out[int(c)] = float((p[mask] == c).mean()) if mask.any() else float("nan")
-    return out
+    present, position = np.unique(y, return_inverse=True)
+    images = np.bincount(position, minlength=present.size)
+    right = np.bincount(position, weights=(p == y), minlength=present.size)
+    accuracy = dict(zip(present.tolist(), (right / np.maximum(images, 1)).tolist(), strict=True))
+    cls = present if classes is None else np.asarray(classes).ravel()
+    return {int(c): accuracy.get(int(c), float("nan")) for c in cls}
 
 
 def mean_class_accuracy(
