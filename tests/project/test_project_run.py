@@ -18,6 +18,7 @@ from tests.helpers import METRIC_KEYS
 from tests.helpers import run_in_test_env as _run
 
 from niwt_pipeline.core.errors import InputError
+from niwt_pipeline.core.methods import METHODS
 
 METHOD_KEYS = set(METRIC_KEYS)
 
@@ -45,14 +46,7 @@ def test_finished_run_writes_the_metrics_contract(finished_run: Path):
     metrics = json.loads((finished_run / "data/08_reporting/gzsl_metrics.json").read_text())
     assert metrics["dataset"] == "attribute_world"
     assert metrics["backbone"]["arch"] == "small_cnn"
-    assert set(metrics["methods"]) == {
-        "niwt",
-        "niwt_tuned",
-        "ensemble_niwt_tuned_eszsl",
-        "weight_regression",
-        "eszsl",
-        "sae",
-    }
+    assert list(metrics["methods"]) == list(METHODS)
     choice = json.loads((finished_run / "data/05_model_input/validation_choice.json").read_text())
     assert metrics["validation"]["niwt_tuned"] == choice["niwt_tuned"]
     for name, values in metrics["methods"].items():  # every gamma is the validated one

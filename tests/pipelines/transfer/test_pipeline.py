@@ -8,6 +8,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from niwt_pipeline.core.extra import ExtraClasses
+from niwt_pipeline.core.methods import METHODS
 from niwt_pipeline.core.trunk import TrunkActivations
 from niwt_pipeline.pipelines.transfer.pipeline import create_pipeline
 
@@ -127,14 +128,7 @@ def test_run_writes_the_metrics_contract(outputs, chain):
 
     assert metrics["dataset"] == "attribute_world"
     assert metrics["backbone"] == {"arch": "small_cnn", "layer": "block3"}
-    assert set(metrics["methods"]) == {
-        "niwt",
-        "niwt_tuned",
-        "ensemble_niwt_tuned_eszsl",
-        "weight_regression",
-        "eszsl",
-        "sae",
-    }
+    assert list(metrics["methods"]) == list(METHODS)
     assert metrics["validation"]["baselines"] == chain.validation_choice["baselines"]
     assert metrics["validation"]["niwt_tuned"] == chain.validation_choice["niwt_tuned"]
     assert "fusion" not in metrics["validation"]["niwt_tuned"]  # the rows alone

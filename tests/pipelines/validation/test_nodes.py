@@ -9,12 +9,13 @@ import pytest
 from pydantic import ValidationError
 
 from niwt_pipeline.core.errors import InputError
+from niwt_pipeline.core.methods import METHODS as ALL_METHODS
 from niwt_pipeline.pipelines.validation.nodes import (
     select_hyperparameters,
     split_for_validation,
 )
 
-METHODS = {"niwt", "niwt_tuned", "ensemble_niwt_tuned_eszsl", "weight_regression", "eszsl", "sae"}
+METHODS = set(ALL_METHODS)
 
 
 def test_roles_give_pseudo_unseen_classes_all_their_trainval_images(chain):
