@@ -290,10 +290,12 @@ def _write_json(path: Any, record: dict[str, str]) -> None:
 
 
 class InputErrorEcho(logging.Filter):
-    """Drops Kedro's "Node ... failed with error" line when the node failed on bad input:
-    the project's ``kedro run`` reports that error once, with its fix
-    (:mod:`niwt_pipeline.cli`).  The record is logged inside Kedro's ``except`` block, so
-    the exception in flight tells which it is; bugs keep the line."""
+    """Drops what is logged about a run that failed on bad input while the error is in
+    flight: Kedro's "Node ... failed with error" line, and kedro-mlflow's notices that the
+    pipeline "is no longer a 'PipelineML' object", raised when Kedro filters the pipeline to
+    suggest a resume command.  The project's ``kedro run`` reports the error once, with its
+    fix (:mod:`niwt_pipeline.cli`).  The records are logged inside an ``except`` block, so
+    the exception in flight tells which it is; bugs keep every line."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         import sys
@@ -304,7 +306,8 @@ class InputErrorEcho(logging.Filter):
         return failing is None or input_error_of(failing) is None
 
 
-_NODE_LOGGER = "kedro.pipeline.node"
+#: The loggers whose records about a failed run :class:`InputErrorEcho` filters.
+_ECHO_LOGGERS = ("kedro.pipeline.node", "kedro_mlflow.pipeline.pipeline_ml")
 
 
 class RuntimeHook:
@@ -318,9 +321,10 @@ class RuntimeHook:
 
         from niwt_pipeline.params import RuntimeParams
 
-        node_logger = logging.getLogger(_NODE_LOGGER)
-        if not any(isinstance(f, InputErrorEcho) for f in node_logger.filters):
-            node_logger.addFilter(InputErrorEcho())
+        for name in _ECHO_LOGGERS:
+            echo_logger = logging.getLogger(name)
+            if not any(isinstance(f, InputErrorEcho) for f in echo_logger.filters):
+                echo_logger.addFilter(InputErrorEcho())
         parameters = _load_params(catalog)
         _check_blocks(parameters, run_params)
         settings = _runtime_settings(parameters, RuntimeParams)

@@ -248,6 +248,16 @@ class ValidationParams(_Block):
             raise ValueError(f"expected one or more weights >= 0, got {value}")
         return value
 
+    @field_validator("baseline_grid", mode="before")
+    @classmethod
+    def _baseline_keys(cls, value: Any) -> Any:
+        """A misspelt setting is named as unknown before its values are checked."""
+        known = sorted(BaselineConfig.__dataclass_fields__)
+        unknown = sorted(set(value) - set(known)) if isinstance(value, dict) else []
+        if unknown:
+            raise ValueError(f"unknown BaselineConfig field(s) {unknown}; expected {known}")
+        return value
+
     @field_validator("baseline_grid")
     @classmethod
     def _baseline_grid(cls, value: dict[str, list[float]]) -> dict[str, list[float]]:

@@ -132,6 +132,13 @@ def test_validation_grids_are_checked():
         ({"fusion_grid": []}, r"fusion_grid\n.*one or more weights >= 0"),
         ({"fusion_grid": [0.0, -1.0]}, r"fusion_grid\n.*one or more weights >= 0"),
         ({"pseudo_unseen_classes": 0}, r"pseudo_unseen_classes\n.*greater than 0"),
+        # a misspelt key is named as unknown even with a value that is not a list
+        ({"baseline_grid": {"sae_lamda": 1}}, r"unknown BaselineConfig field\(s\) \['sae_lamda'\]"),
+        (
+            {"baseline_grid": {"sae_lambda": [0.0]}},
+            r"baseline_grid\.sae_lambda: expected values > 0",
+        ),
+        ({"baseline_grid": {"ridge_alpha": [-1.0]}}, r"baseline_grid\.ridge_alpha"),
     ]
     for raw, message in checks:
         with pytest.raises(ValidationError, match=message):
