@@ -420,21 +420,39 @@ def fit_baselines(
         )
     features = np.asarray(features, dtype=np.float64)
     seen_ids = seen.class_ids
-    w_new, b_new = ridge_rows(
-        dk[seen_ids],
-        seen.weight.astype(np.float64),
-        seen.bias.astype(np.float64),
-        dk[new_ids],
-        config.ridge_alpha,
-    )
     positions = seen_positions(seen_ids, labels)
     v = eszsl_fit(features, positions, dk[seen_ids], config.eszsl_gamma, config.eszsl_lambda)
     w_sae = SAEGrid(features, positions, dk[seen_ids]).projection(config.sae_lambda)
     return (
-        ClassRows("weight_regression", np.asarray(new_ids), np.asarray(w_new), np.asarray(b_new)),
+        weight_regression_rows(seen, dk, new_ids, config.ridge_alpha),
         ESZSLModel(np.asarray(v), float(config.eszsl_gamma), float(config.eszsl_lambda)),
         SAEModel(w_sae, float(config.sae_lambda)),
     )
+
+
+def weight_regression_rows(
+    seen: ClassRows, dk: np.ndarray, new_ids: np.ndarray, alpha: float
+) -> ClassRows:
+    """The ``weight_regression`` rows of the classes ``new_ids``: :func:`ridge_rows` fitted
+    on the network's seen rows (S, D) and applied to ``dk[new_ids]``.
+
+    Args:
+        seen: the network's seen rows and biases.
+        dk: (C, A) domain knowledge of every class, row = class id.
+        new_ids: (U,) the classes to make rows for.
+        alpha: the ridge penalty (>= 0).
+
+    Returns:
+        (U, D) float64 rows and (U,) biases, method ``weight_regression``.
+    """
+    weight, bias = ridge_rows(
+        dk[seen.class_ids],
+        seen.weight.astype(np.float64),
+        seen.bias.astype(np.float64),
+        dk[new_ids],
+        alpha,
+    )
+    return ClassRows("weight_regression", np.asarray(new_ids), np.asarray(weight), np.asarray(bias))
 
 
 def seen_positions(seen_ids: np.ndarray, labels: np.ndarray) -> np.ndarray:

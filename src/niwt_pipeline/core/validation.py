@@ -34,8 +34,8 @@ from niwt_pipeline.core.baselines import (
     ESZSLModel,
     SAEGrid,
     SAEModel,
-    ridge_rows,
     seen_positions,
+    weight_regression_rows,
 )
 from niwt_pipeline.core.gzsl import GZSLProblem, problem_for
 from niwt_pipeline.core.mapper import MapperConfig, fit_mapper
@@ -95,8 +95,16 @@ class SearchConfig:
         if unknown:
             raise ValueError(f"baseline_grid: unknown BaselineConfig field(s) {unknown}")
         for key, values in self.baseline_grid.items():
-            if not values or min(values) < 0 or (key != "ridge_alpha" and min(values) <= 0):
-                raise ValueError(f"baseline_grid.{key}: expected values > 0, got {values}")
+            numbers = isinstance(values, list | tuple) and all(
+                isinstance(v, int | float) and not isinstance(v, bool) for v in values
+            )
+            if (
+                not numbers
+                or not values
+                or min(values) < 0
+                or (key != "ridge_alpha" and min(values) <= 0)
+            ):
+                raise ValueError(f"baseline_grid.{key}: expected values > 0 (a list), got {values}")
 
 
 def _summary(metrics: Mapping[str, Any]) -> dict[str, float]:
@@ -168,14 +176,7 @@ def tune_baselines(
 
     ridge_candidates = []
     for alpha in _values(config, search, "ridge_alpha"):
-        weight, bias = ridge_rows(
-            dk[seen_ids],
-            seen.weight.astype(np.float64),
-            seen.bias.astype(np.float64),
-            dk[new_ids],
-            alpha,
-        )
-        rows = ClassRows("weight_regression", new_ids, np.asarray(weight), np.asarray(bias))
+        rows = weight_regression_rows(seen, dk, new_ids, alpha)
         ridge_candidates.append(rows)
         record(
             "weight_regression",
