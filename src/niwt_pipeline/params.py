@@ -18,12 +18,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from niwt_pipeline.core.baselines import BaselineConfig
+from niwt_pipeline.core.compatibility import CompatibilityConfig
 from niwt_pipeline.core.extraction import ExtractionConfig
+from niwt_pipeline.core.generative import GeneratorConfig
 from niwt_pipeline.core.mapper import MapperConfig
 from niwt_pipeline.core.selection import CRITERIA, expand_grid
 from niwt_pipeline.core.trained import BackboneRecipe
 from niwt_pipeline.core.training import TrainConfig
-from niwt_pipeline.core.transfer.config import TransferConfig
+from niwt_pipeline.core.transfer.config import TransferConfig, paper_config
 from niwt_pipeline.core.transfer.reference import ReferenceConfig
 from niwt_pipeline.core.transfer.variants import make_variant
 from niwt_pipeline.core.trunk import TrunkConfig
@@ -158,28 +160,65 @@ class ReferenceParams(_Block):
 
 
 class BaselineParams(_Block):
-    """Ridge regression to classifier rows (``weight_regression``), ESZSL and SAE; a setting
-    left ``null`` is chosen by the validation on the pseudo-unseen problem (from
+    """The baselines' settings: ridge regression to classifier rows
+    (``weight_regression``), ESZSL, SAE, ALE, SJE, DeViSE and f-CLSWGAN; a setting left
+    ``null`` is chosen by the validation on the pseudo-unseen problem (from
     ``validation.baseline_grid``), a number is used as it is."""
 
     ridge_alpha: float | None = Field(None, ge=0)
     eszsl_gamma: float | None = Field(None, gt=0)
     eszsl_lambda: float | None = Field(None, gt=0)
     sae_lambda: float | None = Field(None, gt=0)
+    ale_lr: float | None = Field(None, gt=0)
+    ale_epochs: int | None = Field(None, ge=1)
+    sje_lr: float | None = Field(None, gt=0)
+    sje_epochs: int | None = Field(None, ge=1)
+    devise_lr: float | None = Field(None, gt=0)
+    devise_epochs: int | None = Field(None, ge=1)
+    fclswgan_n_synthetic: int | None = Field(None, ge=1)
 
     def config(self) -> BaselineConfig:
         """The library's :class:`~niwt_pipeline.core.baselines.BaselineConfig`."""
         return BaselineConfig(**self.model_dump())
 
 
+class CompatibilityParams(_Block):
+    """ALE's, SJE's and DeViSE's fixed settings (their learning rate and epochs are in
+    ``transfer.baselines``); see :class:`~niwt_pipeline.core.compatibility.
+    CompatibilityConfig`."""
+
+    batch_size: int = Field(32, ge=1)
+    margin: float = Field(1.0, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    normalise_features: bool = True
+    init: Literal["gaussian", "zeros"] = "gaussian"
+    seed: int = Field(0, ge=0)
+
+    def config(self) -> CompatibilityConfig:
+        """The library's config, for ALE (each loss replaces ``loss``, ``lr``, ``epochs``)."""
+        return CompatibilityConfig(loss="ale", **self.model_dump())
+
+
 class TransferParams(_Block):
-    """``params:transfer``: the reference images, the configured NIWT settings
-    (``niwt``) and the baselines."""
+    """``params:transfer``: the reference images, the configured NIWT settings (``niwt``:
+    the base the validation's ``niwt_grid`` varies), whose published settings the faithful
+    ``niwt_paper`` row uses (``paper``: ``cub`` or ``awa2``), the baselines' settings
+    (``baselines``: chosen by the validation when ``null``), the fixed settings of ALE,
+    SJE and DeViSE (``compatibility``) and of f-CLSWGAN (``fclswgan``, its epoch budget
+    included; ``n_synthetic`` is ``baselines.fclswgan_n_synthetic``'s)."""
 
     device: str = "auto"
+    paper: Literal["cub", "awa2"] = "awa2"
     reference: ReferenceParams = ReferenceParams()
     niwt: TransferConfig = TransferConfig()
     baselines: BaselineParams = BaselineParams()
+    compatibility: CompatibilityParams = CompatibilityParams()
+    fclswgan: GeneratorConfig = GeneratorConfig()
+
+    def paper_config(self) -> TransferConfig:
+        """The paper's transfer settings for ``paper``
+        (:func:`~niwt_pipeline.core.transfer.config.paper_config`), seeded as ``niwt``."""
+        return paper_config(self.paper, seed=self.niwt.seed, progress=self.niwt.progress)
 
 
 class ValidationParams(_Block):
@@ -210,7 +249,7 @@ class ValidationParams(_Block):
     mapper_grid: dict[str, list[Any]] = {}
     niwt_grid: dict[str, list[Any]] = {}
     fusion_grid: list[float] = [0.0]
-    baseline_grid: dict[str, list[float]] = Field(
+    baseline_grid: dict[str, list[int | float]] = Field(
         default_factory=lambda: dict(SearchConfig().baseline_grid)
     )
 
@@ -291,8 +330,22 @@ class ExplanationParams(_Block):
     max_images: int | None = Field(None, ge=1)  # test images explained (seeded sample)
     seed: int = 0
     covariation_l2_normalise: bool = True  # drop each image's importance scale first
+    # Textual explanations: the predicted class's prior blended with per-image evidence
+    # (niwt_pipeline.core.explain.grounded); "auto" / null: chosen on the validation problem.
+    evidence: Literal["auto", "importance", "features"] = "auto"
+    evidence_weight: float | None = Field(None, ge=0, le=1)
+    evidence_weights: list[float] = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+    attribute_ridge_alpha: float = Field(1.0, ge=0)  # the attribute predictor's ridge
+    contrast_weight: float = Field(0.0, ge=0)  # > 0: why the predicted, not the runner-up
     visual: VisualParams = VisualParams()
     report: ReportParams = ReportParams()
+
+    @field_validator("evidence_weights")
+    @classmethod
+    def _evidence_weights(cls, value: list[float]) -> list[float]:
+        if not value or any(not 0 <= v <= 1 for v in value):
+            raise ValueError(f"expected one or more weights in [0, 1], got {value}")
+        return value
 
 
 class PredictParams(_Block):

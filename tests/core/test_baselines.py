@@ -8,6 +8,7 @@ import torch
 from scipy.linalg import solve_sylvester
 
 from niwt_pipeline.core.baselines import (
+    CLOSED_FORM_SETTINGS,
     BaselineConfig,
     ESZSLGrid,
     ESZSLModel,
@@ -190,7 +191,9 @@ def test_fit_baselines_needs_every_setting():
     seen = ClassRows("seen", np.arange(6), np.ones((6, 8)), np.zeros(6))
     train = labels < 6
     config = BaselineConfig(ridge_alpha=1.0)
-    assert config.missing() == ["eszsl_gamma", "eszsl_lambda", "sae_lambda"]
+    assert config.missing(CLOSED_FORM_SETTINGS) == ["eszsl_gamma", "eszsl_lambda", "sae_lambda"]
+    assert config.missing()[:3] == ["eszsl_gamma", "eszsl_lambda", "sae_lambda"]
+    assert len(config.missing()) == 10  # the trained baselines' settings too
     with pytest.raises(ValueError, match=r"\['eszsl_gamma', 'eszsl_lambda', 'sae_lambda'\] not"):
         fit_baselines(feats[train], labels[train], seen, dk, np.array([6, 7]), config)
 

@@ -18,16 +18,34 @@ from niwt_pipeline.core.errors import InputError
 from niwt_pipeline.core.explain import (
     NAME_COLUMNS,
     Explanation,
+    NamingDiversity,
+    blend_scores,
+    choose_evidence,
+    class_prior_ranking,
+    class_prototypes,
     class_test_images,
+    contrast_and_diversity_by_group,
+    contrastive_scores,
+    contrastive_share,
+    departs_from_prototype,
     dimension_names,
     explanations_frame,
+    fit_attribute_predictor,
+    naming_diversity,
     neuron_name_agreement,
     neuron_names_from_covariation,
     neuron_names_from_mapper,
     precision_at_k,
+    precision_by_group,
+    present_in_class,
+    random_contrastive_share,
+    random_naming_diversity,
     random_precision_at_k,
+    ranked_explanations,
     row_importance_on_images,
+    runner_up_columns,
     score_explanations,
+    standardise_rows,
     textual_explanations,
     visual_explanations,
 )
@@ -409,3 +427,223 @@ def test_visual_explanations_missing_file_names_it(small_cut, tmp_path):
     missing = tmp_path / "gone.png"
     with pytest.raises(InputError, match="gone.png: image file not found"):
         visual_explanations(small_cut, [str(missing)], np.zeros(128), _spec())
+
+
+# ---------------------------------------------------------------------------------------
+# Explanations grounded in the image, contrastive explanations, and their measures
+# ---------------------------------------------------------------------------------------
+Z3 = math.sqrt(1.5)  # z-score of the ends of (a, a + d, a + 2d)
+
+
+def test_standardise_rows_exact_and_flat_rows_are_zero():
+    out = standardise_rows(np.array([[1.0, 2.0, 3.0], [5.0, 5.0, 5.0]]))
+    assert out == pytest.approx(np.array([[-Z3, 0.0, Z3], [0.0, 0.0, 0.0]]))
+    with pytest.raises(ValueError, match="2-d"):
+        standardise_rows(np.ones(3))
+
+
+def test_blend_scores_exact():
+    prior, evidence = np.array([[3.0, 1.0, 2.0]]), np.array([[0.0, 0.0, 9.0]])
+    z_prior = np.array([Z3, -Z3, 0.0])
+    z_evidence = np.array([-1.0, -1.0, 2.0]) / math.sqrt(2.0)
+    assert blend_scores(prior, evidence, 0.0)[0] == pytest.approx(z_prior)
+    assert blend_scores(prior, evidence, 1.0)[0] == pytest.approx(z_evidence)
+    assert blend_scores(prior, evidence, 0.25)[0] == pytest.approx(
+        0.75 * z_prior + 0.25 * z_evidence
+    )
+    with pytest.raises(ValueError, match=r"weight: expected a number in \[0, 1\], got 1.5"):
+        blend_scores(prior, evidence, 1.5)
+    with pytest.raises(ValueError, match=r"prior \(1, 3\) and evidence \(1, 2\)"):
+        blend_scores(prior, evidence[:, :2], 0.5)
+
+
+def test_contrastive_scores_exact():
+    out = contrastive_scores(np.array([[1.0, 2.0]]), np.array([[1.0, 0.0]]), 2.0)
+    assert out.tolist() == [[1.0, 6.0]]  # p + 2 (p - r)
+    assert contrastive_scores(np.ones((1, 2)), np.zeros((1, 2)), 0.0).tolist() == [[1.0, 1.0]]
+    with pytest.raises(ValueError, match="contrast_weight: expected a number >= 0"):
+        contrastive_scores(np.ones((1, 2)), np.ones((1, 2)), -1.0)
+
+
+def test_runner_up_columns():
+    scores = np.array([[0.1, 0.9, 0.5], [3.0, 1.0, 3.0], [0.0, 0.0, 0.0]])
+    assert runner_up_columns(scores, np.array([1, 0, 2])).tolist() == [2, 2, 0]
+    with pytest.raises(ValueError, match="at least two classes"):
+        runner_up_columns(np.ones((2, 1)), np.zeros(2, dtype=int))
+    with pytest.raises(ValueError, match=r"predicted \(2,\) does not fit scores \(3, 3\)"):
+        runner_up_columns(scores, np.array([0, 1]))
+
+
+def test_fit_attribute_predictor_exact():
+    x = np.array([[0.0], [1.0], [2.0], [3.0]])
+    y = 2.0 * x + 1.0
+    exact = fit_attribute_predictor(x, y, ridge_alpha=0.0)
+    assert exact.predict(np.array([[4.0]]))[0, 0] == pytest.approx(9.0)
+    # standardised x at 3 is 1.5 / sqrt(1.25); its ridge slope sum(xs * yc) / (sum(xs^2) + 4)
+    shrunk = fit_attribute_predictor(x, y, ridge_alpha=4.0)
+    assert shrunk.predict(np.array([[3.0]]))[0, 0] == pytest.approx(4.0 + 1.5)
+    with pytest.raises(ValueError, match=r"features \(4, 1\) and targets \(3, 1\)"):
+        fit_attribute_predictor(x, y[:3])
+    with pytest.raises(ValueError, match="ridge_alpha"):
+        fit_attribute_predictor(x, y, ridge_alpha=-1.0)
+    with pytest.raises(ValueError, match="do not fit the attribute predictor"):
+        exact.predict(np.ones((1, 2)))
+
+
+def test_ranked_explanations_text_and_scores():
+    out = ranked_explanations(np.array([[0.5, 2.0, 1.0, 2.0]]), NAMES, ["thing"], top_k=2)
+    assert out[0].dimension_ids == [1, 3] and out[0].scores == [2.0, 2.0]
+    assert out[0].text == "predicted thing because: colour::red, pattern::dots"
+    with pytest.raises(ValueError, match="class_names_pred has 2 names"):
+        ranked_explanations(np.ones((1, 4)), NAMES, ["a", "b"])
+
+
+def test_choose_evidence_exact_on_a_hand_case():
+    prior = np.array([[3.0, 2.0, 1.0], [3.0, 2.0, 1.0]])
+    evidence = np.array([[0.0, 5.0, 0.0], [0.0, 0.0, 5.0]])
+    truth = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    # weight 0 names dim 0 (right for image 1), weight 1 dims 1 and 2 (right for image 0);
+    # weight 0.5: image 0 -> dim 1 (0.259, 0.707, -0.966), image 1 -> dim 0 (0.259, -0.354,
+    # 0.095): both right
+    chosen = choose_evidence(
+        prior,
+        {"e": evidence},
+        truth,
+        [1.0, 0.5, 0.0],
+        k=1,
+        subsets={"first": np.array([True, False]), "none": np.array([False, False])},
+    )
+    assert (chosen.evidence, chosen.weight, chosen.precision) == ("e", 0.5, 1.0)
+    table = chosen.table
+    assert table["weight"].tolist() == [0.0, 0.5, 1.0]
+    assert table["precision_at_k"].tolist() == [0.5, 1.0, 0.5]
+    assert table["precision_at_k_first"].tolist() == [0.0, 1.0, 1.0]
+    assert table["precision_at_k_none"].isna().all()
+    assert table["chosen"].tolist() == [False, True, False]
+    tie = choose_evidence(prior, {"e": evidence}, truth, [1.0, 0.0], k=1)
+    assert tie.weight == 0.0  # ties go to the smaller weight (nearer the class prior)
+    with pytest.raises(ValueError, match="no validation images"):
+        choose_evidence(prior[:0], {"e": evidence[:0]}, truth[:0], [0.5], k=1)
+    with pytest.raises(ValueError, match="weights: expected a number in"):
+        choose_evidence(prior, {"e": evidence}, truth, [2.0], k=1)
+
+
+PRESENT_PRED = np.array([[1, 1, 0], [0, 1, 1]])
+PRESENT_RUNNER_UP = np.array([[1, 0, 0], [0, 0, 1]])
+
+
+def test_contrastive_share_exact():
+    named = [[0, 1], [2, 0]]
+    # image 0: dim 0 shared, dim 1 differs -> 1/2; image 1: dims 2 and 0 shared -> 0
+    assert contrastive_share(named, PRESENT_PRED, PRESENT_RUNNER_UP, 2) == pytest.approx(0.25)
+    assert contrastive_share(named, PRESENT_PRED, PRESENT_RUNNER_UP, 1) == 0.0
+    assert contrastive_share([[1, 0], [1, 2]], PRESENT_PRED, PRESENT_RUNNER_UP, 1) == 1.0
+    # random naming: each image has 1 differing dimension of 3
+    assert random_contrastive_share(PRESENT_PRED, PRESENT_RUNNER_UP) == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match=r"must be in \[0, 3\)"):
+        contrastive_share([[0, 5], [0, 1]], PRESENT_PRED, PRESENT_RUNNER_UP, 2)
+    with pytest.raises(ValueError, match="must agree"):
+        contrastive_share(named, PRESENT_PRED, PRESENT_RUNNER_UP[:, :2], 2)
+
+
+def test_naming_diversity_exact():
+    named = [[0, 1], [0, 2], [1, 0]]
+    two = naming_diversity(named, NAMES, 2)
+    assert two == NamingDiversity(3, 3, "shape::circle", 1.0)
+    one = naming_diversity(named, NAMES, 1)
+    assert (one.n_distinct, one.top_attribute, one.top_attribute_share) == (
+        2,
+        "shape::circle",
+        pytest.approx(2 / 3),
+    )
+
+
+def test_random_naming_diversity():
+    # 2 explanations of 2 of 4 dimensions: E[distinct] = 4 (1 - (1/2)^2) = 3; the most
+    # frequent is named by both unless the two are disjoint (probability 1/6)
+    expected = random_naming_diversity(2, 4, 2, seed=0, draws=4000)
+    assert expected.n_distinct == pytest.approx(3.0)
+    assert expected.top_attribute is None
+    assert expected.top_attribute_share == pytest.approx(1 - 1 / 12, abs=0.01)
+    single = random_naming_diversity(1, 4, 2)
+    assert (single.n_distinct, single.top_attribute_share) == (pytest.approx(2.0), 1.0)
+
+
+def test_class_prototypes_and_departing_images():
+    attributes = np.array([[1, 0], [1, 0], [0, 1], [0, 1], [0, 1], [1, 0]])
+    class_ids = np.array([7, 7, 7, 9, 9, 9])
+    prototypes = class_prototypes(attributes, class_ids)
+    assert prototypes.index.tolist() == [7, 9]
+    assert prototypes.to_numpy().tolist() == [[True, False], [False, True]]
+    departs = departs_from_prototype(attributes, class_ids, prototypes)
+    assert departs.tolist() == [False, False, True, False, False, True]
+    with pytest.raises(InputError, match=r"true class id\(s\) \[8\] have no domain knowledge"):
+        departs_from_prototype(attributes[:1], np.array([8]), prototypes)
+
+
+def test_present_in_class_and_class_prior_ranking():
+    dk = pd.DataFrame([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]], index=[10, 20, 30])
+    assert present_in_class(dk).to_numpy().tolist() == [[True, False], [False, True]] + [
+        [False, False]
+    ]
+    values = pd.DataFrame([[0.1, 0.9, 0.5], [0.7, 0.2, 0.1]], index=[10, 20])
+    assert class_prior_ranking(values, np.array([20, 10]), 2).tolist() == [[0, 1], [1, 2]]
+    with pytest.raises(InputError, match=r"predicted class id\(s\) \[5\]"):
+        class_prior_ranking(values, np.array([5]), 2)
+
+
+def _scored_frame() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "image_id": [0, 1, 2],
+            "true_class_id": [10, 20, 20],
+            "predicted_class_id": [10, 10, 20],
+            "runner_up_class_id": [20, 20, 10],
+            "true_seen": [True, False, False],
+            "correct": [True, False, True],
+            "dimension_id_1": [0, 1, 2],
+            "dimension_id_2": [1, 2, 0],
+        }
+    )
+
+
+def test_precision_by_group_with_departing_images_and_other_rankings():
+    scored = _scored_frame()
+    truth = np.array([[1.0, 1.0, 0.0], [0.0, 1.0, 1.0], [1.0, 0.0, 1.0]])
+    dk = pd.DataFrame([[0.9, 0.5, 0.1], [0.1, 0.2, 0.8]], index=[10, 20])
+    paper = np.array([[2, 1], [2, 1], [1, 0]])
+    groups = precision_by_group(
+        scored, truth, dk, 2, rankings={"inverse_map": paper}, departing=[False, True, True]
+    )
+    unseen = groups["unseen_departing"]  # images 1 (wrong) and 2 (right)
+    assert unseen["n_images"] == 2 and unseen["n_correct"] == 1
+    assert unseen["all"] == pytest.approx((2 + 2) / 4)  # named [1, 2] and [2, 0]
+    assert unseen["class_prior"] == pytest.approx((1 + 1) / 4)  # priors [0, 1] and [2, 1]
+    assert unseen["class_prior_incorrect"] == pytest.approx(1 / 2)
+    assert unseen["inverse_map"] == pytest.approx((2 + 1) / 4)  # [2, 1] and [1, 0]
+    assert unseen["inverse_map_correct"] == pytest.approx(1 / 2)
+    assert unseen["random"] == pytest.approx(4 / 6)
+    assert groups["seen_departing"] == {"n_images": 0}
+    assert set(groups) == {"all", "seen", "unseen", "seen_departing", "unseen_departing"}
+
+
+def test_contrast_and_diversity_by_group_exact():
+    scored = _scored_frame()
+    dk = pd.DataFrame([[0.9, 0.5, 0.1], [0.1, 0.6, 0.8]], index=[10, 20])
+    # present (above the mean over the 2 classes): class 10 [1, 0, 0], class 20 [0, 1, 1]:
+    # every dimension separates them
+    rankings = {"explanation": scored[["dimension_id_1", "dimension_id_2"]].to_numpy()}
+    contrast, diversity = contrast_and_diversity_by_group(
+        scored, rankings, dk, ["a", "b", "c"], 2, seed=0
+    )
+    assert contrast["all"] == {"explanation": 1.0, "random": 1.0}
+    assert diversity["unseen"]["explanation"] == {
+        "n_explanations": 2,
+        "n_distinct": 3,
+        "top_attribute": "c",  # images 1 and 2 both name c (index 2); b once, a once
+        "top_attribute_share": 1.0,
+    }
+    with pytest.raises(ValueError, match="runner_up_class_id"):
+        contrast_and_diversity_by_group(
+            scored.drop(columns="runner_up_class_id"), rankings, dk, ["a", "b", "c"], 2
+        )

@@ -9,9 +9,11 @@ import torch
 from torch import nn
 
 from niwt_pipeline.core.transfer import (
+    PAPER_SETTINGS,
     TransferConfig,
     eval_mode,
     gram_moments,
+    paper_config,
     reference_gram,
     row_importance,
     transfer_rows,
@@ -334,6 +336,49 @@ def test_lambda_only_sgd_contracts_to_mean_row_exactly():
     assert res.history[1] == pytest.approx(lam * dist0 * 0.95**2, abs=1e-12)
 
 
+def test_half_sum_regulariser_is_the_authors_l2_loss():
+    # the authors' tf.nn.l2_loss: lam * 0.5 * sum_u ||w_u - m||^2, gradient lam (w_u - m),
+    # so with plain SGD w_t - m = (1 - lr lam)^t (w_0 - m) = 0.9^t (w_0 - m) whatever U is
+    gram, seen_w, seen_b, target = _one_channel_problem(n_unseen=2)
+    lr, lam, steps = 0.2, 0.5, 6
+    cfg = TransferConfig(
+        lr=lr,
+        lam=lam,
+        max_steps=steps,
+        patience=1000,
+        optimizer="sgd",
+        reg_reduction="half_sum",
+        progress=False,
+    )
+    w0 = torch.tensor([[1.0, 2.0, 3.0], [-1.0, 0.0, 4.0]], dtype=torch.float64)
+    res = transfer_rows(target, seen_w, seen_b, cfg, gram=gram, init_weight=w0)
+    mean = seen_w.mean(0)
+    factor = 0.9 ** (steps - 1)
+    torch.testing.assert_close(res.weight, mean + factor * (w0 - mean), rtol=0, atol=1e-12)
+    assert res.history[0] == pytest.approx(lam * 0.5 * float(((w0 - mean) ** 2).sum()))
+
+
+def test_paper_config_is_the_published_setting_per_dataset():
+    cub, awa2 = paper_config("cub", seed=3), paper_config("awa2")
+    assert (cub.lr, cub.lam) == (1e-4, 1e-2) and (awa2.lr, awa2.lam) == (1e-3, 1e-3)
+    assert PAPER_SETTINGS == {"cub": {"lr": 1e-4, "lam": 1e-2}, "awa2": {"lr": 1e-3, "lam": 1e-3}}
+    for config in (cub, awa2):
+        assert (config.optimizer, config.init, config.solver) == (
+            "adam",
+            "seen_centred",
+            "gradient",
+        )
+        assert (config.patience, config.min_rel_improvement, config.batch_size) == (40, 0.01, 32)
+        assert (config.reg_reduction, config.bias, config.rescale_rows) == (
+            "half_sum",
+            "zeros",
+            False,
+        )
+    assert cub.seed == 3
+    with pytest.raises(ValueError, match=r"paper settings: expected one of \('cub', 'awa2'\)"):
+        paper_config("sun")
+
+
 def test_lambda_only_adam_moves_rows_toward_mean_row():
     gram, seen_w, seen_b, target = _one_channel_problem(n_unseen=3)
     cfg = TransferConfig(lr=0.05, lam=1.0, max_steps=60, patience=1000, seed=2, progress=False)
@@ -448,6 +493,7 @@ def test_inputs_are_not_modified_and_dtype_follows_seen_rows():
         {"gram_mode": "both"},
         {"solver": "newton"},
         {"ls_alpha": -1.0},
+        {"reg_reduction": "sum"},
     ],
 )
 def test_config_rejects_bad_values(bad):

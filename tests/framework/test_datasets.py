@@ -13,6 +13,8 @@ from safetensors.torch import load_file
 from tests.helpers import SEEN_IDS, hand_set_backbone, hand_set_spec, hand_set_state
 
 from niwt_pipeline.core.baselines import ESZSLModel, SAEModel
+from niwt_pipeline.core.compatibility import CompatibilityModel
+from niwt_pipeline.core.generative import GeneratorConfig, fit_generator
 from niwt_pipeline.core.gzsl import GZSLEvaluation, evaluate_methods
 from niwt_pipeline.core.rows import ClassRows, RowSet
 from niwt_pipeline.core.trained import TrainedBackbone
@@ -233,6 +235,30 @@ class TestSafetensorsObjectDataset:
         back = self._round_trip(tmp_path, model, "niwt_pipeline.core.baselines.SAEModel")
         assert back.lam == 10.0 and back.projection.dtype == np.float64
         np.testing.assert_array_equal(back.projection, model.projection)
+
+    def test_compatibility_model(self, tmp_path):
+        model = CompatibilityModel(
+            np.array([[1.0, -0.5], [0.25, 2.0]]), "sje", {"lr": 0.1, "epochs": 5}, False
+        )
+        back = self._round_trip(
+            tmp_path, model, "niwt_pipeline.core.compatibility.CompatibilityModel"
+        )
+        assert (back.loss, back.settings, back.normalise_features) == ("sje", model.settings, False)
+        np.testing.assert_array_equal(back.projection, model.projection)
+
+    def test_feature_generator(self, tmp_path):
+        rng = np.random.default_rng(0)
+        dk = rng.random((3, 4))
+        labels = np.repeat(np.arange(3), 10)
+        features = np.maximum(dk[labels] @ rng.normal(size=(4, 6)) + 0.1, 0.0)
+        config = GeneratorConfig(epochs=1, hidden=8, pretrain_epochs=1, classifier_epochs=1)
+        generator = fit_generator(features, labels, dk, config)
+        back = self._round_trip(
+            tmp_path, generator, "niwt_pipeline.core.generative.FeatureGenerator"
+        )
+        assert back.config == generator.config
+        for one, other in zip(generator.generate(dk, 3, 7), back.generate(dk, 3, 7), strict=True):
+            np.testing.assert_array_equal(one, other)
 
     def test_gzsl_evaluation(self, tmp_path):
         evaluation = _evaluation()

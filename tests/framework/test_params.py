@@ -17,7 +17,7 @@ from niwt_pipeline.core.extraction import ExtractionConfig
 from niwt_pipeline.core.mapper import MapperConfig
 from niwt_pipeline.core.trained import BackboneRecipe
 from niwt_pipeline.core.training import TrainConfig
-from niwt_pipeline.core.transfer import ReferenceConfig, TransferConfig
+from niwt_pipeline.core.transfer import ReferenceConfig, TransferConfig, paper_config
 from niwt_pipeline.core.validation import SearchConfig
 from niwt_pipeline.params import (
     BLOCKS,
@@ -83,6 +83,12 @@ def test_library_validation_errors_surface():
         TransferParams.model_validate({"niwt": {"lr": -1.0}})
     with pytest.raises(ValidationError, match=r"mapper\n.*MapperConfig\.patience: expected >= 1"):
         MappingParams.model_validate({"mapper": {"patience": 0}})
+    with pytest.raises(ValidationError, match=r"fclswgan\n.*GeneratorConfig\.epochs: expected"):
+        TransferParams.model_validate({"fclswgan": {"epochs": 0}})
+    with pytest.raises(ValidationError, match=r"compatibility\.init\n.*'gaussian' or 'zeros'"):
+        TransferParams.model_validate({"compatibility": {"init": "uniform"}})
+    with pytest.raises(ValidationError, match=r"paper\n.*'cub' or 'awa2'"):
+        TransferParams.model_validate({"paper": "sun"})
 
 
 def test_valid_blocks_come_back_typed():
@@ -93,6 +99,11 @@ def test_valid_blocks_come_back_typed():
     assert mapping.mapper == MapperConfig(lr=0.01, n_heldout_classes=0.2)
     transfer = TransferParams.model_validate({"niwt": {"solver": "least_squares"}})
     assert transfer.niwt == TransferConfig(solver="least_squares")
+    # the faithful row's settings follow transfer.paper, whatever transfer.niwt says
+    cub = TransferParams.model_validate({"paper": "cub", "niwt": {"lr": 0.5, "seed": 3}})
+    assert cub.paper_config() == paper_config("cub", seed=3)
+    compatibility = cub.compatibility.config()
+    assert (compatibility.batch_size, compatibility.normalise_features) == (32, True)
 
 
 def test_models_convert_to_the_library_configurations():
@@ -139,6 +150,11 @@ def test_validation_grids_are_checked():
             r"baseline_grid\.sae_lambda: expected values > 0",
         ),
         ({"baseline_grid": {"ridge_alpha": [-1.0]}}, r"baseline_grid\.ridge_alpha"),
+        (
+            {"baseline_grid": {"ale_epochs": [5, 2.5]}},
+            r"baseline_grid\.ale_epochs: expected whole numbers >= 1",
+        ),
+        ({"baseline_grid": {"sje_lr": [0.0]}}, r"baseline_grid\.sje_lr: expected values > 0"),
     ]
     for raw, message in checks:
         with pytest.raises(ValidationError, match=message):

@@ -46,6 +46,7 @@ TINY = {
         "device": "cpu",
         "reference": {"max_images": 32, "batch_size": 32},
         "niwt": {"max_steps": 20, "patience": 5, "progress": False},
+        "fclswgan": {"epochs": 2, "pretrain_epochs": 3, "classifier_epochs": 3, "hidden": 32},
     },
     "validation": {
         "pseudo_unseen_classes": 2,
@@ -58,6 +59,11 @@ TINY = {
             "anchor": ["mean_seen"],
         },
         "fusion_grid": [0.0, 1.0],
+        "baseline_grid": {  # small grids of the trained baselines
+            **{f"{loss}_lr": [0.1] for loss in ("ale", "sje", "devise")},
+            **{f"{loss}_epochs": [1, 3] for loss in ("ale", "sje", "devise")},
+            "fclswgan_n_synthetic": [10, 30],
+        },
     },
     "predict": {"device": "cpu", "batch_size": 16},
 }
@@ -163,6 +169,7 @@ class Chain:
     validation_backbone_report: dict[str, Any]
     validation_image_outputs: dict[str, torch.Tensor]
     validation_reference_cache: Any
+    validation_niwt_rows: Any
     validation_choice: dict[str, Any]
     validation_results: pd.DataFrame
     validation_metrics: dict[str, Any]
@@ -179,7 +186,11 @@ class Chain:
     transfer_report: dict[str, Any]
     baseline_rows: Any
     eszsl_model: Any
+    ale_model: Any
+    sje_model: Any
+    devise_model: Any
     sae_model: Any
+    fclswgan_generator: Any
     baseline_report: dict[str, Any]
     gzsl_evaluation: Any
     gzsl_metrics: dict[str, Any]
@@ -259,7 +270,7 @@ def chain(raw_world: RawDataset, domain_source: NativeAttributes, params_for) ->
         )
     val_outputs = extract_validation_outputs(val_backbone, images, val_roles, extraction)
     val_reference = cache_validation_reference(val_backbone, images, validation, transfer)
-    choice, val_results, val_metrics = select_hyperparameters(
+    choice, val_results, val_metrics, val_rows = select_hyperparameters(
         val_outputs, val_reference, val_backbone, val_roles, dk, validation, mapping, transfer
     )
     outputs = extract_image_outputs(backbone, images, extraction)
@@ -269,14 +280,26 @@ def chain(raw_world: RawDataset, domain_source: NativeAttributes, params_for) ->
     )
     inverse = fit_inverse_mapper(image_importance, dk, mapping)
     reference = cache_reference(backbone, images, transfer)
-    baseline_rows, eszsl, sae, baseline_report = fit_baseline_models(
-        outputs, images, roles, dk, backbone, choice
+    baseline_rows, eszsl, ale, sje, devise, sae, generator, baseline_report = fit_baseline_models(
+        outputs, images, roles, dk, backbone, choice, transfer
     )
     rows, transfer_report = transfer_niwt_rows(
         reference, predicted, mapper_weights, classes, dk, backbone, baseline_rows, choice, transfer
     )
     evaluation = evaluate_gzsl(
-        outputs, images, classes, dk, backbone, rows, baseline_rows, eszsl, sae, choice
+        outputs,
+        images,
+        classes,
+        dk,
+        backbone,
+        rows,
+        baseline_rows,
+        eszsl,
+        ale,
+        sje,
+        devise,
+        sae,
+        choice,
     )
     metrics, mlflow_metrics, curve, confusion = report_gzsl(
         evaluation, choice, classes, summary, backbone
@@ -302,6 +325,7 @@ def chain(raw_world: RawDataset, domain_source: NativeAttributes, params_for) ->
         validation_backbone_report=val_report,
         validation_image_outputs=val_outputs,
         validation_reference_cache=val_reference,
+        validation_niwt_rows=val_rows,
         validation_choice=choice,
         validation_results=val_results,
         validation_metrics=val_metrics,
@@ -318,7 +342,11 @@ def chain(raw_world: RawDataset, domain_source: NativeAttributes, params_for) ->
         transfer_report=transfer_report,
         baseline_rows=baseline_rows,
         eszsl_model=eszsl,
+        ale_model=ale,
+        sje_model=sje,
+        devise_model=devise,
         sae_model=sae,
+        fclswgan_generator=generator,
         baseline_report=baseline_report,
         gzsl_evaluation=evaluation,
         gzsl_metrics=metrics,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -65,17 +64,15 @@ def fresh_project(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``kedro run --env=test`` once for the session in a scratch project (with a copy of
-    the notebook); ``wall_seconds.txt`` in it records how long the run took."""
+    the notebook)."""
     root = _scratch_project(tmp_path_factory.mktemp("finished"))
     shutil.copytree(REPO_ROOT / "notebooks", root / "notebooks")
     cwd = os.getcwd()
     os.chdir(root)
     try:
         configure_project("niwt_pipeline")
-        started = time.perf_counter()
         with KedroSession.create(project_path=root, env="test") as session:
             session.run()
-        (root / "wall_seconds.txt").write_text(f"{time.perf_counter() - started:.1f}")
     finally:
         os.chdir(cwd)
     return root

@@ -23,8 +23,13 @@ HOOK_WRITTEN = {"run_timings", "stage_timing_metrics"}
 FOLDERS = {f"0{i + 1}_{layer}": layer for i, layer in enumerate(LAYERS)}
 
 #: The validation pipeline replays the recipes of these stages on other data, so it reads
-#: their parameter blocks (one parameter per decision: never a copy of them).
-REPLAYED_BLOCKS = {"validation": {"backbone", "extraction", "mapping", "transfer"}}
+#: their parameter blocks (one parameter per decision: never a copy of them); so does the
+#: explanation pipeline, which makes rows for the pseudo-unseen classes to choose the
+#: explanations' evidence on them.
+REPLAYED_BLOCKS = {
+    "validation": {"backbone", "extraction", "mapping", "transfer"},
+    "explanation": {"mapping"},
+}
 
 
 @pytest.fixture(scope="module")

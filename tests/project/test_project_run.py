@@ -59,23 +59,19 @@ def test_finished_run_writes_the_metrics_contract(finished_run: Path):
         assert (finished_run / "data/08_reporting" / plot).stat().st_size > 1000
 
 
-def test_finished_run_is_fast_enough(finished_run: Path):
-    assert float((finished_run / "wall_seconds.txt").read_text()) < 120
-
-
 def test_finished_run_is_logged_to_mlflow(finished_run: Path):
     with sqlite3.connect(finished_run / "mlflow.db") as db:
         keys = {row[0] for row in db.execute("select key from metrics")}
         params = {row[0] for row in db.execute("select key from params")}
     assert {
-        "gzsl.niwt.H",
-        "gzsl.niwt.ausuc",
+        "gzsl.niwt_paper.H",
+        "gzsl.niwt_paper.ausuc",
         "gzsl.eszsl.H",
         "gzsl.weight_regression.H",
         "gzsl.sae.H_calibrated",
     } <= keys
     assert {
-        "gzsl.niwt.H_calibrated",
+        "gzsl.niwt_paper.H_calibrated",
         "gzsl.niwt_tuned.H_calibrated",
         "gzsl.ensemble_niwt_tuned_eszsl.H_calibrated",
     } <= keys

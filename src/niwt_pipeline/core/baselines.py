@@ -16,8 +16,11 @@ All computations are in float64 numpy.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from numbers import Integral, Real
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,6 +38,16 @@ def _np64(x, name: str, ndim: int) -> np.ndarray:
     if not np.isfinite(a).all():
         raise ValueError(f"{name}: contains NaN or infinite values")
     return a
+
+
+def _is_int(value: Any) -> bool:
+    """A whole number (Python or numpy), not a bool."""
+    return isinstance(value, Integral) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    """A finite real number (Python or numpy), not a bool."""
+    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _ridge(x: np.ndarray, y: np.ndarray, alpha: float) -> np.ndarray:
@@ -365,6 +378,10 @@ class SAEModel:
         return cls(tensors["W"].numpy(), float(metadata["lambda"]))
 
 
+#: The settings of the closed-form baselines :func:`fit_baselines` fits.
+CLOSED_FORM_SETTINGS = ("ridge_alpha", "eszsl_gamma", "eszsl_lambda", "sae_lambda")
+
+
 @dataclass
 class BaselineConfig:
     """Hyper-parameters of the baselines; ``None`` = chosen by the validation on the
@@ -374,16 +391,28 @@ class BaselineConfig:
         ridge_alpha: ridge penalty of ``weight_regression`` (>= 0).
         eszsl_gamma, eszsl_lambda: ESZSL's regularisers (> 0).
         sae_lambda: SAE's regulariser (> 0).
+        ale_lr, ale_epochs, sje_lr, sje_epochs, devise_lr, devise_epochs: the SGD learning
+            rate (> 0) and the number of epochs (>= 1) of each bilinear compatibility
+            model (:mod:`~niwt_pipeline.core.compatibility`).
+        fclswgan_n_synthetic: f-CLSWGAN's synthetic features per new class (>= 1,
+            :mod:`~niwt_pipeline.core.generative`).
     """
 
     ridge_alpha: float | None = None
     eszsl_gamma: float | None = None
     eszsl_lambda: float | None = None
     sae_lambda: float | None = None
+    ale_lr: float | None = None
+    ale_epochs: int | None = None
+    sje_lr: float | None = None
+    sje_epochs: int | None = None
+    devise_lr: float | None = None
+    devise_epochs: int | None = None
+    fclswgan_n_synthetic: int | None = None
 
-    def missing(self) -> list[str]:
-        """The settings still to be chosen (``None``)."""
-        return [k for k, v in asdict(self).items() if v is None]
+    def missing(self, keys: Sequence[str] | None = None) -> list[str]:
+        """The settings (of ``keys``; default: all) still to be chosen (``None``)."""
+        return [k for k, v in asdict(self).items() if v is None and (keys is None or k in keys)]
 
 
 def fit_baselines(
@@ -413,10 +442,10 @@ def fit_baselines(
             ``None`` (choose it with the validation first).
         KeyError: when a label is not a seen class.
     """
-    if config.missing():
+    unset = config.missing(CLOSED_FORM_SETTINGS)
+    if unset:
         raise ValueError(
-            f"fit_baselines: {config.missing()} not set; the validation chooses them "
-            "(validation_choice.json)"
+            f"fit_baselines: {unset} not set; the validation chooses them (validation_choice.json)"
         )
     features = np.asarray(features, dtype=np.float64)
     seen_ids = seen.class_ids

@@ -4,14 +4,15 @@ classes, never on test images.
 A share of the seen classes becomes pseudo-unseen (:func:`~niwt_pipeline.core.roles.
 validation_roles`); a second backbone is trained without them; then
 :func:`search_candidates` replays the whole method on that backbone for every candidate of a
-grid (mapper settings x NIWT variants x fusion weights with ESZSL) and scores each as a GZSL
-problem: the held-out images of the remaining classes plus every image of the
-pseudo-unseen classes, each candidate at its own best gamma (calibrated stacking, Chao et
-al., ECCV 2016).  The baselines' own settings (the ridge penalty of ``weight_regression``,
-ESZSL's two regularisers) are chosen on the same problem by the same criterion
-(:func:`tune_baselines`) before NIWT's candidates, which use those very baselines (ridge
-initialisation and anchor, the ESZSL fusion); so every method's settings and gamma come
-from it.
+grid (mapper settings x NIWT variants, the paper's among them, x fusion weights with ESZSL)
+and scores each as a GZSL problem: the held-out images of the remaining classes plus every
+image of the pseudo-unseen classes, each candidate at its own best gamma (calibrated
+stacking, Chao et al., ECCV 2016).  Every baseline's own settings (the ridge penalty of
+``weight_regression``, ESZSL's two regularisers, SAE's, the learning rate and epochs of
+ALE, SJE and DeViSE, f-CLSWGAN's synthetic features per class) are chosen on the same
+problem by the same criterion (:func:`tune_baselines`) before NIWT's candidates, which use
+those very baselines (ridge initialisation and anchor, the ESZSL fusion); so every
+method's settings and gamma come from it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from niwt_pipeline.core.baseline_models import FittedBaselines, compatibility_config
 from niwt_pipeline.core.baselines import (
     DEFAULT_GRID,
     BaselineConfig,
@@ -37,10 +39,12 @@ from niwt_pipeline.core.baselines import (
     seen_positions,
     weight_regression_rows,
 )
+from niwt_pipeline.core.compatibility import LOSSES, CompatibilityConfig, fit_compatibility
+from niwt_pipeline.core.generative import GeneratorConfig, fclswgan_rows, fit_generator
 from niwt_pipeline.core.gzsl import GZSLProblem, problem_for
 from niwt_pipeline.core.mapper import MapperConfig, fit_mapper
 from niwt_pipeline.core.methods import ENSEMBLE
-from niwt_pipeline.core.rows import ClassRows
+from niwt_pipeline.core.rows import ClassRows, RowSet
 from niwt_pipeline.core.selection import (
     CRITERIA,
     best_index,
@@ -57,6 +61,10 @@ from niwt_pipeline.core.transfer.variants import effective_overrides, make_varia
 
 logger = logging.getLogger(__name__)
 
+#: The settings a baseline candidate records.
+_CONFIG_FIELDS = frozenset(BaselineConfig.__dataclass_fields__)
+#: Baseline settings that count (epochs, features per class): whole numbers.
+_COUNT_SETTINGS = (*(f"{loss}_epochs" for loss in LOSSES), "fclswgan_n_synthetic")
 #: The columns of the candidate table besides the metrics.
 _SUMMARY_KEYS = ("S_calibrated", "U_calibrated", "H_calibrated", "gamma", "ausuc", "zsl_top1", "H")
 
@@ -69,7 +77,8 @@ class SearchConfig:
         criterion: ``H_calibrated`` (at each candidate's best gamma), ``ausuc`` or ``mean``.
         mapper_grid: :class:`MapperConfig` field -> values to try.
         niwt_grid: :class:`TransferConfig` field (``init`` may be ``ridge``) or ``anchor``
-            -> values to try; the configured variant (no overrides) is always tried too.
+            -> values to try; the configured variant (no overrides) and the paper's
+            (``niwt_paper``) are always tried too.
         fusion_grid: weights of ESZSL's scores fused into NIWT's (0 = NIWT alone).
         baseline_grid: :class:`BaselineConfig` field -> values to try for the settings the
             configuration leaves ``None`` (a set value is the only one tried).
@@ -85,6 +94,9 @@ class SearchConfig:
             "eszsl_gamma": list(DEFAULT_GRID),
             "eszsl_lambda": list(DEFAULT_GRID),
             "sae_lambda": [0.01, 0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0],
+            **{f"{loss}_lr": [0.01, 0.1, 1.0, 10.0] for loss in LOSSES},
+            **{f"{loss}_epochs": [5, 10, 25, 50] for loss in LOSSES},
+            "fclswgan_n_synthetic": [50, 100, 300, 1000],
         }
     )
 
@@ -95,8 +107,10 @@ class SearchConfig:
         if unknown:
             raise ValueError(f"baseline_grid: unknown BaselineConfig field(s) {unknown}")
         for key, values in self.baseline_grid.items():
+            counts = key in _COUNT_SETTINGS
+            kinds = int if counts else int | float
             numbers = isinstance(values, list | tuple) and all(
-                isinstance(v, int | float) and not isinstance(v, bool) for v in values
+                isinstance(v, kinds) and not isinstance(v, bool) for v in values
             )
             if (
                 not numbers
@@ -104,7 +118,8 @@ class SearchConfig:
                 or min(values) < 0
                 or (key != "ridge_alpha" and min(values) <= 0)
             ):
-                raise ValueError(f"baseline_grid.{key}: expected values > 0 (a list), got {values}")
+                expected = "whole numbers >= 1" if counts else "values > 0"
+                raise ValueError(f"baseline_grid.{key}: expected {expected} (a list), got {values}")
 
 
 def _summary(metrics: Mapping[str, Any]) -> dict[str, float]:
@@ -128,14 +143,20 @@ def tune_baselines(
     class_ids: np.ndarray,
     config: BaselineConfig,
     search: SearchConfig,
-) -> tuple[ClassRows, ESZSLModel, SAEModel, BaselineConfig, dict[str, list[dict[str, Any]]]]:
+    compatibility: CompatibilityConfig,
+    generator: GeneratorConfig,
+) -> tuple[FittedBaselines, BaselineConfig, dict[str, list[dict[str, Any]]], dict[str, Any]]:
     """Choose the baselines' settings on the validation problem, as NIWT's are chosen: each
     candidate scored as a GZSL problem at its own best gamma and ranked by
     ``search.criterion`` (ties: the first in grid order).
 
     * ``weight_regression``: the ridge penalty (:func:`ridge_rows`);
     * ESZSL: ``(gamma, lam)`` over the grid, exactly (:class:`ESZSLGrid`);
-    * SAE: ``lam`` (:class:`SAEGrid`).
+    * SAE: ``lam`` (:class:`SAEGrid`);
+    * ALE, SJE, DeViSE: the learning rate and the number of epochs (one training per rate,
+      a model kept after each epoch of the grid);
+    * f-CLSWGAN: the synthetic features per new class (one generator, a final classifier
+      per candidate).
 
     Args:
         features: (N, D) the validation backbone's features of its training images.
@@ -147,13 +168,15 @@ def tune_baselines(
         class_ids: (C,) its classes in column order (seen + pseudo-unseen).
         config: the configured settings (``None`` = chosen here).
         search: the grids and the criterion.
+        compatibility: ALE's, SJE's and DeViSE's fixed settings.
+        generator: f-CLSWGAN's fixed settings.
 
     Returns:
-        The chosen ``weight_regression`` rows of the pseudo-unseen classes, the chosen ESZSL
-        and SAE, the chosen settings, and ``{"weight_regression": [...], "eszsl": [...],
-        "sae": [...]}``: every
-        candidate's settings, ``H_calibrated``, ``ausuc``, ``zsl_top1``, calibration
-        ``gamma`` and criterion (JSON).
+        The chosen baselines fitted on the validation backbone (``weight_regression`` and
+        ``fclswgan`` rows of the pseudo-unseen classes), the chosen settings, per method
+        every candidate's settings, ``H_calibrated``, ``ausuc``, ``zsl_top1``, calibration
+        ``gamma`` and criterion (JSON), and per method the chosen candidate's validation
+        metrics.
 
     Raises:
         ValueError: when every candidate of a baseline scored NaN.
@@ -161,10 +184,14 @@ def tune_baselines(
     seen_ids = seen.class_ids
     all_ids = np.asarray(class_ids)
     new_ids = all_ids[~np.isin(all_ids, seen_ids)]
+    signatures = dk[all_ids]
     summary = ("H_calibrated", "ausuc", "gamma", "zsl_top1")
-    tables: dict[str, list[dict[str, Any]]] = {"weight_regression": [], "eszsl": [], "sae": []}
+    methods = ("weight_regression", "eszsl", *LOSSES, "sae", "fclswgan")
+    tables: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
+    scored: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
+    fitted: dict[str, list[Any]] = {m: [] for m in methods}
 
-    def record(method: str, settings: dict[str, float], scores: np.ndarray) -> None:
+    def record(method: str, settings: dict[str, float], scores: np.ndarray, model: Any) -> None:
         metrics = validation_metrics(scores, problem)
         tables[method].append(
             {
@@ -173,56 +200,72 @@ def tune_baselines(
                 "criterion": criterion_value(metrics, search.criterion),
             }
         )
+        scored[method].append(metrics)
+        fitted[method].append(model)
 
-    ridge_candidates = []
     for alpha in _values(config, search, "ridge_alpha"):
         rows = weight_regression_rows(seen, dk, new_ids, alpha)
-        ridge_candidates.append(rows)
-        record(
-            "weight_regression",
-            {"ridge_alpha": alpha},
-            (seen + rows).scores(problem_features, all_ids),
-        )
+        scores = (seen + rows).scores(problem_features, all_ids)
+        record("weight_regression", {"ridge_alpha": alpha}, scores, rows)
     positions = seen_positions(seen_ids, labels)
     eszsl_grid = ESZSLGrid(features, positions, dk[seen_ids])
     for gamma, lam, scores in eszsl_grid.grid_scores(
         problem_features,
-        dk[all_ids],
+        signatures,
         _values(config, search, "eszsl_gamma"),
         _values(config, search, "eszsl_lambda"),
     ):
-        record("eszsl", {"eszsl_gamma": gamma, "eszsl_lambda": lam}, scores)
+        model = ESZSLModel(eszsl_grid.projection(gamma, lam), gamma, lam)
+        record("eszsl", {"eszsl_gamma": gamma, "eszsl_lambda": lam}, scores, model)
     sae_grid = SAEGrid(features, positions, dk[seen_ids])
     for lam in _values(config, search, "sae_lambda"):
         sae = SAEModel(sae_grid.projection(lam), lam)
-        record("sae", {"sae_lambda": lam}, sae.scores(problem_features, dk[all_ids]))
+        record("sae", {"sae_lambda": lam}, sae.scores(problem_features, signatures), sae)
+    for loss in LOSSES:
+        epochs = [int(e) for e in _values(config, search, f"{loss}_epochs")]
+        for lr in _values(config, search, f"{loss}_lr"):
+            trained = fit_compatibility(
+                features,
+                positions,
+                dk[seen_ids],
+                compatibility_config(compatibility, loss, lr, max(epochs)),
+                snapshots=sorted(set(epochs)),
+            )
+            for model in trained:
+                settings = {f"{loss}_lr": lr, f"{loss}_epochs": int(model.settings["epochs"])}
+                record(loss, settings, model.scores(problem_features, signatures), model)
+    trained_generator = fit_generator(features, positions, dk[seen_ids], generator)
+    for n_synthetic in _values(config, search, "fclswgan_n_synthetic"):
+        rows = fclswgan_rows(
+            trained_generator,
+            features,
+            labels,
+            all_ids,
+            dk,
+            new_ids,
+            replace(generator, n_synthetic=int(n_synthetic)),
+        )
+        scores = rows.scores(problem_features, all_ids)
+        record("fclswgan", {"fclswgan_n_synthetic": int(n_synthetic)}, scores, rows)
     best = {m: best_index([c["criterion"] for c in t]) for m, t in tables.items()}
-    pick = {m: t[best[m]] for m, t in tables.items()}
-    chosen = BaselineConfig(
-        ridge_alpha=pick["weight_regression"]["ridge_alpha"],
-        eszsl_gamma=pick["eszsl"]["eszsl_gamma"],
-        eszsl_lambda=pick["eszsl"]["eszsl_lambda"],
-        sae_lambda=pick["sae"]["sae_lambda"],
+    settings: dict[str, Any] = {}
+    for method, table in tables.items():
+        settings.update({k: v for k, v in table[best[method]].items() if k in _CONFIG_FIELDS})
+    chosen = BaselineConfig(**settings)
+    pick = {m: fitted[m][best[m]] for m in methods}
+    result = FittedBaselines(
+        rows=RowSet({"weight_regression": pick["weight_regression"], "fclswgan": pick["fclswgan"]}),
+        eszsl=pick["eszsl"],
+        sae=pick["sae"],
+        compatibility={loss: pick[loss] for loss in LOSSES},
+        generator=trained_generator,
     )
-    eszsl = ESZSLModel(
-        eszsl_grid.projection(chosen.eszsl_gamma, chosen.eszsl_lambda),
-        chosen.eszsl_gamma,
-        chosen.eszsl_lambda,
-    )
-    sae = SAEModel(sae_grid.projection(chosen.sae_lambda), chosen.sae_lambda)
-    ridge = ridge_candidates[best["weight_regression"]]
     logger.info(
-        "validation chose weight_regression ridge_alpha %g (of %d), ESZSL gamma %g lambda %g "
-        "(of %d), SAE lambda %g (of %d)",
-        chosen.ridge_alpha,
-        len(tables["weight_regression"]),
-        chosen.eszsl_gamma,
-        chosen.eszsl_lambda,
-        len(tables["eszsl"]),
-        chosen.sae_lambda,
-        len(tables["sae"]),
+        "validation chose the baselines' settings %s (of %s candidates)",
+        json.dumps(asdict(chosen)),
+        {m: len(t) for m, t in tables.items()},
     )
-    return ridge, eszsl, sae, chosen, tables
+    return result, chosen, tables, {m: scored[m][best[m]] for m in methods}
 
 
 def search_candidates(
@@ -233,10 +276,13 @@ def search_candidates(
     dk: np.ndarray,
     mapper: MapperConfig,
     niwt: TransferConfig,
+    paper: TransferConfig,
     baselines: BaselineConfig,
     search: SearchConfig,
+    compatibility: CompatibilityConfig,
+    generator: GeneratorConfig,
     gram_budget_bytes: int = 2 * 1024**3,
-) -> tuple[dict[str, Any], pd.DataFrame]:
+) -> tuple[dict[str, Any], pd.DataFrame, ClassRows]:
     """Score every (mapper, NIWT variant, fusion) candidate and the baselines on the
     validation problem; choose the best candidate and every method's gamma.
 
@@ -253,8 +299,12 @@ def search_candidates(
         dk: (C, A) domain knowledge of every class, row = class id.
         mapper: the mapper settings the grid's overrides apply to.
         niwt: the configured NIWT settings (``transfer.niwt``) the grid's overrides apply to.
+        paper: the paper's settings (``niwt_paper``, :func:`~niwt_pipeline.core.transfer.
+            config.paper_config`): scored for its gamma, and a candidate like any other.
         baselines: the configured baselines' settings (``None`` = chosen here).
         search: the grids and the criterion.
+        compatibility: ALE's, SJE's and DeViSE's fixed settings.
+        generator: f-CLSWGAN's fixed settings.
         gram_budget_bytes: whether G may be computed from cached activations.
 
     Returns:
@@ -262,7 +312,9 @@ def search_candidates(
         ensemble's ESZSL weight chosen for those rows, the baselines' settings
         (``baselines``) with every baseline candidate (``baseline_candidates``), and per
         method its validation metrics and gamma) and the table of every NIWT candidate
-        (``chosen``: the ``niwt_tuned`` candidate; ``chosen_ensemble``: the ensemble's).
+        (``chosen``: the ``niwt_tuned`` candidate; ``chosen_ensemble``: the ensemble's),
+        and the ``niwt_tuned`` rows of the pseudo-unseen classes (what the explanations'
+        choice is made with).
 
     Raises:
         ValueError: when every candidate scored NaN.
@@ -281,15 +333,32 @@ def search_candidates(
     all_ids = np.union1d(seen_ids, pseudo)
     problem = problem_for(labels[evaluate], all_ids, pseudo)
     feats = features[evaluate]
-    ridge, eszsl_model, sae_model, baseline_choice, baseline_table = tune_baselines(
-        features[train], labels[train], seen, dk, feats, problem, all_ids, baselines, search
+    fitted, baseline_choice, baseline_table, baseline_metrics = tune_baselines(
+        features[train],
+        labels[train],
+        seen,
+        dk,
+        feats,
+        problem,
+        all_ids,
+        baselines,
+        search,
+        compatibility,
+        generator,
     )
-    eszsl = eszsl_model.scores(feats, dk[all_ids])
-    ridge_scores = (seen + ridge).scores(feats, all_ids)
+    ridge = fitted.rows["weight_regression"]
+    eszsl = fitted.eszsl.scores(feats, dk[all_ids])
 
-    candidates = [{}, *expand_grid(search.niwt_grid)]
+    paper_overrides = {
+        key: value
+        for key, value in asdict(paper).items()
+        if key != "progress" and getattr(niwt, key) != value
+    }
+    paper_key = json.dumps(effective_overrides(paper_overrides, niwt), sort_keys=True)
+    candidates = [{}, paper_overrides, *expand_grid(search.niwt_grid)]
     moments = gram_moments([cache.gram], seen.weight) if cache.gram is not None else None
     records: list[dict[str, Any]] = []
+    candidate_rows: dict[tuple[str, str], ClassRows] = {}
     for mapper_overrides in expand_grid(search.mapper_grid):
         fitted, _ = fit_mapper(
             dk, importance[train], labels[train], seen_ids, replace(mapper, **mapper_overrides)
@@ -316,6 +385,7 @@ def search_candidates(
                 gram_budget_bytes,
             )
             scores = (seen + rows).scores(feats, all_ids)
+            candidate_rows[json.dumps(mapper_overrides, sort_keys=True), key] = rows
             seconds = time.perf_counter() - started
             for fusion in sorted({0.0, *search.fusion_grid}):  # the rows alone always
                 metrics = validation_metrics(fuse_scores(scores, eszsl, fusion), problem)
@@ -325,6 +395,7 @@ def search_candidates(
                         "niwt": key,
                         "fusion": float(fusion),
                         "configured": overrides == {} and fusion == 0,
+                        "paper": key == paper_key and fusion == 0,
                         **metrics,
                         "criterion": criterion_value(metrics, search.criterion),
                         "transfer_seconds": seconds,
@@ -344,14 +415,12 @@ def search_candidates(
     fused = int(same_rows[best_index(criteria[same_rows].tolist())])
     results.insert(0, "chosen", np.arange(len(results)) == best)
     results.insert(1, "chosen_ensemble", np.arange(len(results)) == fused)
-    configured = results[results["configured"] & (results["mapper"] == chosen["mapper"])].iloc[0]
+    faithful = results[results["paper"] & (results["mapper"] == chosen["mapper"])].iloc[0]
     methods = {
-        "niwt": _summary(configured),
+        "niwt_paper": _summary(faithful),
         "niwt_tuned": _summary(chosen),
         ENSEMBLE: _summary(results.iloc[fused]),
-        "weight_regression": validation_metrics(ridge_scores, problem),
-        "eszsl": validation_metrics(eszsl, problem),
-        "sae": validation_metrics(sae_model.scores(feats, dk[all_ids]), problem),
+        **{method: _summary(metrics) for method, metrics in baseline_metrics.items()},
     }
     choice = {
         "pseudo_unseen_class_ids": [int(c) for c in pseudo],
@@ -361,6 +430,7 @@ def search_candidates(
         "niwt_tuned": json.loads(chosen["niwt"]),
         ENSEMBLE: {"fusion": float(results.iloc[fused]["fusion"])},
         "niwt": asdict(niwt),
+        "niwt_paper": asdict(paper),
         "baselines": asdict(baseline_choice),
         "methods": methods,
         "baseline_candidates": baseline_table,
@@ -381,4 +451,5 @@ def search_candidates(
         choice[ENSEMBLE]["fusion"],
         len(results),
     )
-    return choice, results
+    tuned_rows = candidate_rows[chosen["mapper"], chosen["niwt"]].with_method("niwt_tuned")
+    return choice, results, tuned_rows

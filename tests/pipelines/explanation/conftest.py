@@ -117,3 +117,9 @@ def typed(parameters: dict[str, Any]) -> dict[str, Any]:
 def explanation_params(test_parameters) -> Any:
     """``params:explanation`` as the project configures it (the validated model)."""
     return typed(test_parameters)["explanation"]
+
+
+@pytest.fixture(scope="session")
+def typed_parameters(test_parameters) -> dict[str, Any]:
+    """Every parameter block of the ``test`` environment, validated (e.g. ``mapping``)."""
+    return typed(test_parameters)

@@ -17,6 +17,7 @@ from niwt_pipeline.core.rows import ClassRows, RowSet
 from niwt_pipeline.params import ExplanationParams
 from niwt_pipeline.pipelines.explanation.nodes import (
     build_run_report,
+    choose_explanation_evidence,
     explain_predictions,
     name_neurons,
     score_explanations,
@@ -34,13 +35,20 @@ def _with(params: ExplanationParams, **updates) -> ExplanationParams:
     return ExplanationParams.model_validate(values)
 
 
-def _explain(upstream, params, **overrides):
+#: The paper's explanation: the inverse map on the predicted row's importance alone.
+PAPER = {"evidence": "importance", "evidence_weight": 1.0, "chosen_on": "configuration"}
+
+
+def _explain(upstream, params, choice=None, **overrides):
     inputs = {
         name: upstream[name]
         for name in (
             "images",
             "classes",
             "domain_knowledge",
+            "classifier_domain_knowledge",
+            "image_attributes",
+            "image_outputs",
             "backbone",
             "niwt_rows",
             "inverse_map_weights",
@@ -48,16 +56,38 @@ def _explain(upstream, params, **overrides):
         )
     }
     inputs.update(overrides)
-    return explain_predictions(**inputs, options=params)
+    return explain_predictions(**inputs, explanation_choice=choice or PAPER, options=params)
+
+
+def _choose(upstream, typed_parameters, params, **overrides):
+    inputs = {
+        name: upstream[name]
+        for name in (
+            "validation_image_outputs",
+            "validation_roles",
+            "validation_niwt_rows",
+            "validation_backbone",
+            "images",
+            "domain_knowledge",
+            "image_attributes",
+            "validation_choice",
+        )
+    }
+    inputs.update(overrides)
+    return choose_explanation_evidence(
+        **inputs,
+        mapping=typed_parameters["mapping"],
+        options=params,
+    )
 
 
 def _evaluation(evaluation: GZSLEvaluation, keep=None, niwt_gamma=None) -> GZSLEvaluation:
     """The evaluation again, on the images of ``keep`` (a bool mask) and/or with another
-    gamma for ``niwt``."""
+    gamma for ``niwt_tuned``."""
     keep = np.ones(len(evaluation.image_ids), dtype=bool) if keep is None else keep
     gammas = {m: r.gamma for m, r in evaluation.results.items()}
     if niwt_gamma is not None:
-        gammas["niwt"] = niwt_gamma
+        gammas["niwt_tuned"] = niwt_gamma
     return evaluate_methods(
         {m: r.scores[keep] for m, r in evaluation.results.items()},
         evaluation.image_ids[keep],
@@ -147,8 +177,8 @@ def test_explain_predictions_explains_every_test_image(upstream, explained):
     evaluation = upstream["gzsl_evaluation"]
     assert explained["image_id"].tolist() == evaluation.image_ids.tolist()
     classes = upstream["classes"].sort_values("class_id")
-    niwt = evaluation.results["niwt"]
-    assert niwt.gamma == upstream["validation_choice"]["methods"]["niwt"]["gamma"]
+    niwt = evaluation.results["niwt_tuned"]
+    assert niwt.gamma == upstream["validation_choice"]["methods"]["niwt_tuned"]["gamma"]
     expected = classes["class_id"].to_numpy()[
         calibrated_predictions(niwt.scores, classes["seen"].to_numpy(), niwt.gamma)
     ]
@@ -169,7 +199,7 @@ def test_explain_predictions_explains_every_test_image(upstream, explained):
 def _mixed_evaluation(upstream) -> GZSLEvaluation:
     """NIWT's gamma at the median switch point: about half the test images predicted seen."""
     evaluation = upstream["gzsl_evaluation"]
-    scores = evaluation.results["niwt"].scores.astype(np.float64)
+    scores = evaluation.results["niwt_tuned"].scores.astype(np.float64)
     seen = evaluation.seen
     gap = scores[:, seen].max(1) - scores[:, ~seen].max(1)
     return _evaluation(evaluation, niwt_gamma=float(np.median(gap)))
@@ -201,9 +231,9 @@ def test_explain_predictions_names_a_missing_image_file(upstream, explanation_pa
 
 
 def test_explain_predictions_needs_a_row_for_every_class(upstream, explanation_params):
-    niwt = upstream["niwt_rows"]["niwt"]
+    niwt = upstream["niwt_rows"]["niwt_tuned"]
     rows = RowSet(upstream["niwt_rows"])
-    rows["niwt"] = ClassRows("niwt", niwt.class_ids[:0], niwt.weight[:0], niwt.bias[:0])
+    rows["niwt_tuned"] = ClassRows("niwt_tuned", niwt.class_ids[:0], niwt.weight[:0], niwt.bias[:0])
     with pytest.raises(InputError, match="no classifier row for class id"):
         _explain(
             upstream,
@@ -211,6 +241,139 @@ def test_explain_predictions_needs_a_row_for_every_class(upstream, explanation_p
             niwt_rows=rows,
             gzsl_evaluation=_mixed_evaluation(upstream),
         )
+
+
+def _dk(upstream, name="classifier_domain_knowledge") -> pd.DataFrame:
+    dk = upstream[name]
+    return dk.set_index("class_id").drop(columns="name").astype(float)
+
+
+def _top3(values: np.ndarray) -> np.ndarray:
+    return np.argsort(-values, axis=1, kind="stable")[:, :3]
+
+
+def test_explain_predictions_the_paper_explanation_and_the_runner_up(upstream, explained):
+    ids = explained[[f"dimension_id_{r}" for r in (1, 2, 3)]].to_numpy()
+    paper = explained[[f"inverse_map_dimension_id_{r}" for r in (1, 2, 3)]].to_numpy()
+    assert (ids == paper).all()  # weight 1 on the importance evidence is the paper's
+    evaluation = upstream["gzsl_evaluation"]
+    niwt = evaluation.results["niwt_tuned"]
+    calibrated = niwt.scores.astype(np.float64) - niwt.gamma * evaluation.seen
+    calibrated[np.arange(len(calibrated)), evaluation.columns_of(niwt.predicted)] = -np.inf
+    runner_up = evaluation.class_ids[np.argmax(calibrated, axis=1)]
+    assert explained["runner_up_class_id"].tolist() == runner_up.tolist()
+    assert (explained["runner_up_class_id"] != explained["predicted_class_id"]).all()
+
+
+def test_explain_predictions_at_weight_0_names_the_class_prior(upstream, explanation_params):
+    choice = {"evidence": "features", "evidence_weight": 0.0}
+    explained = _explain(upstream, explanation_params, choice)
+    prior = _dk(upstream).loc[explained["predicted_class_id"]].to_numpy()
+    ids = explained[[f"dimension_id_{r}" for r in (1, 2, 3)]].to_numpy()
+    assert (ids == _top3(prior)).all()
+
+
+def test_explain_predictions_contrastive_uses_the_runner_up(upstream, explanation_params):
+    from niwt_pipeline.core.explain import blend_scores, contrastive_scores
+
+    choice = {"evidence": "features", "evidence_weight": 0.0}
+    explained = _explain(upstream, _with(explanation_params, contrast_weight=2.0), choice)
+    dk = _dk(upstream)
+    flat = np.zeros((len(explained), dk.shape[1]))
+    expected = contrastive_scores(
+        blend_scores(dk.loc[explained["predicted_class_id"]].to_numpy(), flat, 0.0),
+        blend_scores(dk.loc[explained["runner_up_class_id"]].to_numpy(), flat, 0.0),
+        2.0,
+    )
+    ids = explained[[f"dimension_id_{r}" for r in (1, 2, 3)]].to_numpy()
+    assert (ids == _top3(expected)).all()
+    assert explained["score_1"].to_numpy() == pytest.approx(expected.max(axis=1))
+
+
+def test_explain_predictions_contrastive_importance_reads_the_runner_up_row(
+    upstream, explanation_params
+):
+    from niwt_pipeline.core.explain import blend_scores, contrastive_scores, predicted_evidence
+    from niwt_pipeline.core.mapper import InverseMap
+
+    params = _with(explanation_params, contrast_weight=1.0, max_images=12)
+    explained = _explain(upstream, params)
+    table = upstream["images"].set_index("image_id").loc[explained["image_id"]].reset_index()
+    table["predicted_class_id"] = explained["predicted_class_id"].to_numpy()
+    table["runner_up_class_id"] = explained["runner_up_class_id"].to_numpy()
+    backbone = upstream["backbone"]
+    run = {
+        "backbone": backbone,
+        "rows": backbone.seen_rows() + upstream["niwt_rows"]["niwt_tuned"],
+        "inverse": InverseMap.from_state(upstream["inverse_map_weights"]),
+        "table": table,
+        "batch_size": 8,
+    }
+    mine = predicted_evidence(["importance"], **run)["importance"]
+    other = predicted_evidence(["importance"], class_column="runner_up_class_id", **run)
+    expected = contrastive_scores(
+        blend_scores(mine, mine, 1.0), blend_scores(other["importance"], mine, 0.0), 1.0
+    )
+    ids = explained[[f"dimension_id_{r}" for r in (1, 2, 3)]].to_numpy()
+    assert (ids == _top3(expected)).all()
+    assert not (ids == _top3(mine)).all()  # the runner-up changed some explanations
+
+
+def test_explain_predictions_with_the_attribute_predictor(upstream, explanation_params):
+    choice = {"evidence": "features", "evidence_weight": 1.0}
+    explained = _explain(upstream, explanation_params, choice)
+    truth = upstream["image_attributes"].set_index("image_id").loc[explained["image_id"]]
+    ids = explained[[f"dimension_id_{r}" for r in (1, 2, 3)]].to_numpy()
+    hits = np.take_along_axis(truth.to_numpy(), ids, axis=1).mean()
+    assert hits > 4 / 19  # far from random naming, even on the tiny world
+    with pytest.raises(InputError, match="no features for image id"):
+        outputs = dict(upstream["image_outputs"])
+        outputs = {k: v[:3] for k, v in outputs.items()}
+        _explain(upstream, explanation_params, choice, image_outputs=outputs)
+
+
+# ---------------------------------------------------------------------------- evidence choice
+def test_choose_explanation_evidence_keeps_a_configured_choice(
+    upstream, typed_parameters, explanation_params
+):
+    params = _with(explanation_params, evidence="importance", evidence_weight=0.3)
+    assert _choose(upstream, typed_parameters, params) == {
+        "evidence": "importance",
+        "evidence_weight": 0.3,
+        "chosen_on": "configuration (explanation.evidence, explanation.evidence_weight)",
+    }
+
+
+def test_choose_explanation_evidence_on_the_pseudo_unseen_images(
+    upstream, typed_parameters, explanation_params
+):
+    import json
+
+    choice = _choose(upstream, typed_parameters, explanation_params)
+    json.dumps(choice, allow_nan=False)
+    roles = upstream["validation_roles"]
+    assert choice["n_images"] == int((roles["role"] == "pseudo_unseen").sum())
+    candidates = pd.DataFrame(choice["candidates"])
+    weights = explanation_params.evidence_weights
+    assert len(candidates) == 2 * len(weights)
+    assert set(candidates["evidence"]) == {"importance", "features"}
+    best = candidates["precision_at_k"].max()
+    chosen = candidates[candidates["chosen"]].iloc[0]
+    assert chosen["precision_at_k"] == best == choice["validation_precision_at_k"]["chosen"]
+    assert (choice["evidence"], choice["evidence_weight"]) == (chosen["evidence"], chosen["weight"])
+    paper = candidates[(candidates["evidence"] == "importance") & (candidates["weight"] == 1.0)]
+    assert choice["validation_precision_at_k"]["inverse_map"] == paper["precision_at_k"].iloc[0]
+    assert {"precision_at_k_correct", "precision_at_k_departing"} <= set(candidates.columns)
+    assert "pseudo-unseen classes" in choice["chosen_on"]
+
+
+def test_choose_explanation_evidence_needs_pseudo_unseen_images(
+    upstream, typed_parameters, explanation_params
+):
+    roles = upstream["validation_roles"].copy()
+    roles.loc[roles["role"] == "pseudo_unseen", "role"] = "holdout"
+    with pytest.raises(InputError, match="set explanation.evidence and explanation.evidence_"):
+        _choose(upstream, typed_parameters, explanation_params, validation_roles=roles)
 
 
 # ---------------------------------------------------------------------------- visual
@@ -266,10 +429,12 @@ def _score(upstream, named, explained, params, **overrides):
     inputs = {
         "neuron_names": named[0],
         "textual_explanations": explained,
+        "images": upstream["images"],
         "image_attributes": upstream["image_attributes"],
         "domain_knowledge": upstream["domain_knowledge"],
         "classifier_domain_knowledge": upstream["classifier_domain_knowledge"],
         "validation_choice": upstream["validation_choice"],
+        "explanation_choice": PAPER,
     }
     inputs.update(overrides)
     return score_explanations(**inputs, options=params)
@@ -321,6 +486,46 @@ def test_score_explanations_against_the_true_image_attributes(
     assert mlflow_metrics["precision_at_3.unseen.random"]["value"] == pytest.approx(4 / 19)
     assert "neuron_names.agreement" in mlflow_metrics
     assert all(set(v) == {"value", "step"} for v in mlflow_metrics.values())
+
+
+def test_score_explanations_departing_contrastive_and_diversity(
+    upstream, named, explained, explanation_params
+):
+    metrics, mlflow_metrics = _score(upstream, named, explained, explanation_params)
+    textual = metrics["textual"]
+    groups = textual["precision_at_k"]
+    # departing: the image shows another attribute than most images of its class
+    images, attributes = upstream["images"], upstream["image_attributes"]
+    dims = [c for c in upstream["domain_knowledge"].columns if c not in ("class_id", "name")]
+    shown = attributes.set_index("image_id").loc[images["image_id"], dims]
+    prototype = (shown.groupby(images["class_id"].to_numpy()).mean() > 0.5).astype(float)
+    truth = attributes.set_index("image_id").loc[explained["image_id"], dims].to_numpy()
+    departs = (truth != prototype.loc[explained["true_class_id"]].to_numpy()).any(axis=1)
+    unseen = ~explained["true_seen"].to_numpy()
+    assert groups["unseen_departing"]["n_images"] == int((departs & unseen).sum()) > 0
+    assert groups["seen_departing"]["n_images"] == int((departs & ~unseen).sum())
+    for key in ("all", "class_prior", "inverse_map", "random"):
+        assert key in groups["unseen_departing"]
+    assert groups["unseen"]["all"] == groups["unseen"]["inverse_map"]  # PAPER: the same
+    contrast = textual["contrastive_share"]["unseen"]
+    assert set(contrast) == {"explanation", "class_prior", "inverse_map", "random"}
+    assert all(0.0 <= v <= 1.0 for v in contrast.values())
+    diversity = textual["naming_diversity"]["all"]["explanation"]
+    assert diversity["n_explanations"] == len(explained)
+    assert 3 <= diversity["n_distinct"] <= len(dims)
+    assert diversity["top_attribute"] in dims
+    assert "contrastive_share.unseen.explanation" in mlflow_metrics
+    assert "naming_diversity.all.class_prior.n_distinct" in mlflow_metrics
+    assert textual["explanation"]["evidence"] == "importance"
+
+
+def test_score_explanations_runner_up_equal_to_the_prediction_separates_nothing(
+    upstream, named, explained, explanation_params
+):
+    same = explained.assign(runner_up_class_id=explained["predicted_class_id"])
+    metrics, _ = _score(upstream, named, same, explanation_params)
+    for shares in metrics["textual"]["contrastive_share"].values():
+        assert all(v == 0.0 for v in shares.values())
 
 
 def test_score_explanations_exact_on_hand_made_explanations(
@@ -389,7 +594,12 @@ def test_score_explanations_writes_valid_json_when_a_group_is_empty(
     assert '"unseen": {"n_images": 0}' in text
     assert metrics["textual"]["precision_at_k"]["seen"]["correct"] is None
     unseen_keys = [k for k in mlflow_metrics if k.startswith("precision_at_3.unseen")]
-    assert unseen_keys == ["precision_at_3.unseen.n_images"]
+    assert unseen_keys == [
+        "precision_at_3.unseen.n_images",
+        "precision_at_3.unseen_departing.n_images",
+    ]
+    assert metrics["textual"]["contrastive_share"]["unseen"] == {}
+    assert not [k for k in mlflow_metrics if k.startswith("contrastive_share.unseen")]
 
 
 # ---------------------------------------------------------------------------- report

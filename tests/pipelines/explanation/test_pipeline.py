@@ -21,13 +21,18 @@ class _Kept(MemoryDataset):
         pass
 
 
+def _params(names: set[str]) -> set[str]:
+    return {n for n in names if n.startswith("params:")}
+
+
 @pytest.fixture(scope="module")
-def outputs(upstream, explanation_params) -> dict:
+def outputs(upstream, typed_parameters) -> dict:
     pipeline = create_pipeline()
     catalog = DataCatalog({name: _Kept() for name in pipeline.all_outputs()})
-    for name in sorted(pipeline.inputs() - {"params:explanation"}):
+    for name in sorted(pipeline.inputs() - _params(pipeline.inputs())):
         catalog[name] = upstream[name]
-    catalog["params:explanation"] = explanation_params
+    for name in _params(pipeline.inputs()):
+        catalog[name] = typed_parameters[name.removeprefix("params:")]
     SequentialRunner().run(pipeline, catalog)
     return {name: catalog.load(name) for name in pipeline.all_outputs()}
 
@@ -38,7 +43,9 @@ def test_nodes_are_named_after_their_functions():
 
 
 def test_pipeline_reads_only_persisted_upstream_outputs(upstream):
-    assert create_pipeline().inputs() - {"params:explanation"} <= set(upstream)
+    inputs = create_pipeline().inputs()
+    assert _params(inputs) == {"params:explanation", "params:mapping"}
+    assert inputs - _params(inputs) <= set(upstream)
 
 
 def test_pipeline_explains_every_test_image(upstream, outputs):
@@ -48,6 +55,9 @@ def test_pipeline_explains_every_test_image(upstream, outputs):
     assert metrics["textual"]["n_images_explained"] == len(explained)
     assert metrics["textual"]["source_of_truth"] == "image_attributes"
     json.dumps(metrics, allow_nan=False)
+    choice = outputs["explanation_choice"]
+    assert metrics["textual"]["explanation"]["evidence"] == choice["evidence"]
+    assert metrics["textual"]["explanation"]["evidence_weight"] == choice["evidence_weight"]
 
 
 def test_pipeline_produces_the_report_names_and_mlflow_metrics(outputs):

@@ -110,20 +110,23 @@ def test_html_table_escapes_and_formats():
 
 def test_gzsl_views_per_class_accuracy_is_exact():
     views = gzsl_views(
-        _evaluation({"niwt": SCORES, "eszsl": SCORES}, {"niwt": 0.0, "eszsl": 1.5}), CLASSES
+        _evaluation({"niwt_tuned": SCORES, "eszsl": SCORES}, {"niwt_tuned": 0.0, "eszsl": 1.5}),
+        CLASSES,
     )
     table = views.per_class.set_index("class_id")
     assert table["n_test_images"].tolist() == [1, 2, 1, 0]
-    assert table.loc[0, "niwt"] == 100.0 and table.loc[1, "niwt"] == 50.0
-    assert table.loc[2, "niwt"] == 0.0 and table.loc[2, "eszsl"] == 100.0
-    assert math.isnan(table.loc[3, "niwt"])
+    assert table.loc[0, "niwt_tuned"] == 100.0 and table.loc[1, "niwt_tuned"] == 50.0
+    assert table.loc[2, "niwt_tuned"] == 0.0 and table.loc[2, "eszsl"] == 100.0
+    assert math.isnan(table.loc[3, "niwt_tuned"])
     assert views.classes_without_images == ["okapi"]
     for figure in (views.curve_figure, views.confusion_figure, views.accuracy_figure):
         assert isinstance(figure, Figure)
 
 
 def test_gzsl_views_draws_the_evaluation_without_recomputing():
-    evaluation = _evaluation({"niwt": SCORES, "eszsl": SCORES}, {"niwt": 0.0, "eszsl": 1.5})
+    evaluation = _evaluation(
+        {"niwt_tuned": SCORES, "eszsl": SCORES}, {"niwt_tuned": 0.0, "eszsl": 1.5}
+    )
     eszsl = evaluation.results["eszsl"]
     eszsl.metrics["S_calibrated"], eszsl.metrics["U_calibrated"] = 0.25, 0.75
     eszsl.predicted = np.array([3, 3, 3, 3])  # every image -> okapi
@@ -166,7 +169,7 @@ def test_explanation_grid_lays_out_three_maps_and_the_text():
 
 @pytest.fixture
 def page() -> str:
-    views = gzsl_views(_evaluation({"niwt": SCORES}, {"niwt": 0.0}), CLASSES)
+    views = gzsl_views(_evaluation({"niwt_tuned": SCORES}, {"niwt_tuned": 0.0}), CLASSES)
     metrics = {
         "top_k": 3,
         "neuron_names": {"agreement": 0.5, "random_baseline": 0.2, "top_k": 2, "n_neurons": 2},
@@ -179,6 +182,39 @@ def page() -> str:
                     "correct": 0.667,
                     "random_correct": 0.2,
                     "n_incorrect": 0,
+                },
+                "unseen_departing": {
+                    "n_images": 4,
+                    "all": 0.771,
+                    "inverse_map": 0.558,
+                    "class_prior": 0.637,
+                    "random": 0.211,
+                },
+            },
+            "explanation": {
+                "evidence": "features",
+                "evidence_weight": 0.5,
+                "contrast_weight": 0.0,
+                "chosen_on": "the <pseudo-unseen> images",
+                "validation_precision_at_k": {"chosen": 0.882, "inverse_map": 0.711},
+            },
+            "contrastive_share": {
+                "unseen": {
+                    "explanation": 0.419,
+                    "inverse_map": 0.392,
+                    "class_prior": 0.491,
+                    "random": 0.235,
+                },
+                "seen": {},
+            },
+            "naming_diversity": {
+                "unseen": {
+                    "explanation": {
+                        "n_distinct": 17,
+                        "top_attribute": "size::<small>",
+                        "top_attribute_share": 0.656,
+                    },
+                    "random": {"n_distinct": 18.96, "top_attribute": None},
                 }
             },
         },
@@ -204,4 +240,28 @@ def test_build_report_is_self_contained_and_escaped(page):
     assert "&lt;zebra&gt;" in page and "<zebra>" not in page
     assert "a &lt;note&gt;" in page
     assert "0.667" in page and "the true attributes" in page
-    assert '<td class="num">1.5</td><td>backbone_report.train_seconds</td>' in page
+
+
+def test_build_report_shows_the_explanations_side_by_side(page):
+    def cells(label: str, after: str) -> list[str]:
+        start = page.index(after)
+        row = re.search(rf"<tr><td>{re.escape(label)}</td>(.*?)</tr>", page[start:])
+        return re.findall(r"<td class='num'>(.*?)</td>", row.group(1))
+
+    departing = "unseen-class images departing from their class's prototype"
+    heads = "<th>explanation</th><th>paper's (inverse map)</th><th>class prior</th><th>random</th>"
+    assert heads in page
+    assert cells(departing, "Scored textual") == ["4", "<b>0.771</b>", "0.558", "0.637", "0.211"]
+    assert cells("unseen-class images", "By prediction outcome")[:5] == [
+        "1",
+        "0.667",
+        "&ndash;",
+        "&ndash;",
+        "0.200",
+    ]
+    contrast = cells("unseen-class images", "Contrastive and specific?")
+    assert contrast[:4] == ["0.419", "0.392", "0.491", "0.235"]
+    assert (contrast[4], contrast[7], contrast[8]) == ("17", "19.0", "0.66 (size::&lt;small&gt;)")
+    assert "<b>features</b> evidence at weight <b>0.50</b>" in page
+    assert "chosen on the &lt;pseudo-unseen&gt; images (validation precision@3 0.882" in page
+    assert "image. .</p>" not in page

@@ -100,7 +100,7 @@ def test_niwt_rows_cover_the_unseen_classes_for_both_variants(chain):
     rows = chain.niwt_rows
     n_unseen = len(chain.unseen_ids)
 
-    assert isinstance(rows, RowSet) and list(rows) == ["niwt", "niwt_tuned"]
+    assert isinstance(rows, RowSet) and list(rows) == ["niwt_paper", "niwt_tuned"]
     for method, value in rows.items():
         assert value.method == method
         assert value.class_ids.tolist() == chain.unseen_ids
@@ -112,11 +112,17 @@ def test_niwt_rows_cover_the_unseen_classes_for_both_variants(chain):
 def test_transfer_report_describes_both_variants(chain):
     report = chain.transfer_report
 
-    assert {"config", "niwt_tuned_variant", "reference_images", "niwt", "niwt_tuned"} <= set(report)
+    assert {"config", "niwt_tuned_variant", "reference_images", "niwt_paper", "niwt_tuned"} <= set(
+        report
+    )
     assert report["niwt_tuned_variant"] == chain.validation_choice["niwt_tuned"]
     assert report["config"]["max_steps"] == 20
-    assert 1 <= report["niwt"]["steps"] <= 20
-    for method in ("niwt", "niwt_tuned"):
+    # the paper's settings whatever transfer.niwt says: AWA2's by default
+    paper = report["niwt_paper_config"]
+    assert (paper["lr"], paper["lam"], paper["batch_size"]) == (1e-3, 1e-3, 32)
+    assert report["niwt_paper"]["stopped_reason"] in ("plateau", "max_steps")
+    assert 1 <= report["niwt_paper"]["steps"] <= 2000
+    for method in ("niwt_paper", "niwt_tuned"):
         assert report[method]["method"] == "gram"
         assert math.isfinite(report[method]["best_loss"])
         assert report[method]["row_norm_ratio"] > 0
@@ -131,7 +137,7 @@ def test_tuned_rows_follow_the_validated_variant(chain, params_for):
     ridge_rows, _ = _transfer(chain, params, choice=ridge)
 
     assert ls_report["niwt_tuned"]["stopped_reason"] == "closed_form"
-    assert np.array_equal(ls_rows["niwt"].weight, chain.niwt_rows["niwt"].weight)
+    assert np.array_equal(ls_rows["niwt_paper"].weight, chain.niwt_rows["niwt_paper"].weight)
     # one step from the ridge rows, then rescaled to the seen rows' mean norm
     start = torch.as_tensor(chain.baseline_rows["weight_regression"].weight).float()
     seen_norm = chain.backbone.state["fc.weight"].norm(dim=1).mean()
@@ -158,7 +164,7 @@ def test_transfer_from_activations_matches_transfer_from_the_gram_tensor(chain, 
 
     rows, report = _transfer(chain, params, cache=cache)
 
-    assert report["niwt"]["method"] == report["niwt_tuned"]["method"] == "head"
+    assert report["niwt_paper"]["method"] == report["niwt_tuned"]["method"] == "head"
     for method, value in chain.niwt_rows.items():
         np.testing.assert_allclose(rows[method].weight, value.weight, rtol=1e-3, atol=1e-4)
 
@@ -219,27 +225,37 @@ def test_bad_parameters_are_refused_naming_the_key_before_any_work(params_for, b
 # ------------------------------------------------------------------ fit_baseline_models
 
 
-def test_baselines_have_ridge_rows_and_eszsl_with_the_validated_settings(chain):
+def test_baselines_have_every_model_with_the_validated_settings(chain):
     rows, eszsl, report = chain.baseline_rows, chain.eszsl_model, chain.baseline_report
     sae = chain.sae_model
     n_attr = chain.domain_knowledge.shape[1] - 2
     chosen = chain.validation_choice["baselines"]
 
-    assert list(rows) == ["weight_regression"]
+    assert list(rows) == ["weight_regression", "fclswgan"]
     ridge = rows["weight_regression"]
     assert ridge.method == "weight_regression"
     assert ridge.class_ids.tolist() == chain.unseen_ids
     assert ridge.weight.shape == (len(chain.unseen_ids), D)
+    # f-CLSWGAN's softmax covers every class: the seen ones first, then the new ones
+    generated = rows["fclswgan"]
+    seen_ids = chain.backbone.seen_rows().class_ids.tolist()
+    assert generated.class_ids.tolist() == seen_ids + chain.unseen_ids
+    assert generated.weight.shape == (len(chain.classes), D)
+    assert chain.fclswgan_generator.config.epochs == 2  # the test's epoch budget
     assert eszsl.projection.shape == (D, n_attr)
-    assert set(report) == {"source", "eszsl", "weight_regression", "sae"}
-    assert sae.projection.shape == (n_attr, D)
-    assert report["sae"] == {"lambda": chosen["sae_lambda"]} and sae.lam == chosen["sae_lambda"]
-    assert report["eszsl"] == {"gamma": chosen["eszsl_gamma"], "lambda": chosen["eszsl_lambda"]}
+    assert set(report) == {"source", "settings", "compatibility", "fclswgan"}
+    assert report["settings"] == chosen
+    assert report["fclswgan"]["n_synthetic"] == chosen["fclswgan_n_synthetic"]
+    assert sae.projection.shape == (n_attr, D) and sae.lam == chosen["sae_lambda"]
     assert (eszsl.gamma, eszsl.lam) == (chosen["eszsl_gamma"], chosen["eszsl_lambda"])
-    assert report["weight_regression"] == {"ridge_alpha": chosen["ridge_alpha"]}
+    for loss in ("ale", "sje", "devise"):
+        model = getattr(chain, f"{loss}_model")
+        assert model.loss == loss and model.projection.shape == (D, n_attr)
+        assert model.settings["lr"] == chosen[f"{loss}_lr"]
+        assert model.settings["epochs"] == chosen[f"{loss}_epochs"]
 
 
-def _fit_baselines(chain, choice, backbone=None):
+def _fit_baselines(chain, choice, params, backbone=None):
     return fit_baseline_models(
         chain.image_outputs,
         chain.images,
@@ -247,19 +263,28 @@ def _fit_baselines(chain, choice, backbone=None):
         chain.domain_knowledge,
         backbone or chain.backbone,
         choice,
+        params,
     )
 
 
-def test_the_baselines_use_the_settings_of_the_validation_choice(chain):
-    settings = {"ridge_alpha": 7.0, "eszsl_gamma": 0.5, "eszsl_lambda": 2.0, "sae_lambda": 3.0}
-    rows, eszsl, sae, report = _fit_baselines(
-        chain, {**chain.validation_choice, "baselines": settings}
+def test_the_baselines_use_the_settings_of_the_validation_choice(chain, params_for):
+    settings = {
+        **chain.validation_choice["baselines"],
+        "ridge_alpha": 7.0,
+        "eszsl_gamma": 0.5,
+        "eszsl_lambda": 2.0,
+        "sae_lambda": 3.0,
+        "ale_epochs": 2,
+        "fclswgan_n_synthetic": 5,
+    }
+    rows, eszsl, ale, _, _, sae, generator, report = _fit_baselines(
+        chain, {**chain.validation_choice, "baselines": settings}, params_for("transfer")
     )
 
-    assert report["eszsl"] == {"gamma": 0.5, "lambda": 2.0}
+    assert report["settings"] == settings
     assert (eszsl.gamma, eszsl.lam) == (0.5, 2.0)
-    assert report["weight_regression"] == {"ridge_alpha": 7.0}
-    assert report["sae"] == {"lambda": 3.0} and sae.lam == 3.0
+    assert sae.lam == 3.0 and ale.settings["epochs"] == 2
+    assert generator.config.n_synthetic == 5
     seen = chain.backbone.seen_rows()
     dk = domain_knowledge_by_class(chain.domain_knowledge).to_numpy(np.float64)
     weight, _ = ridge_rows(
@@ -272,15 +297,20 @@ def test_the_baselines_use_the_settings_of_the_validation_choice(chain):
     np.testing.assert_allclose(rows["weight_regression"].weight, weight, rtol=1e-10)
 
 
-def test_a_validation_choice_without_baseline_settings_says_to_rerun_the_validation(chain):
+def test_a_validation_choice_without_baseline_settings_says_to_rerun_the_validation(
+    chain, params_for
+):
     old = {k: v for k, v in chain.validation_choice.items() if k != "baselines"}
     with pytest.raises(InputError, match=r"kedro run --pipelines=validation,transfer"):
-        _fit_baselines(chain, old)
+        _fit_baselines(chain, old, params_for("transfer"))
 
 
-def test_baselines_do_not_depend_on_the_order_of_the_classifier_rows(chain):
-    rows, eszsl, sae, _ = _fit_baselines(
-        chain, chain.validation_choice, _permuted(chain, [3, 0, 5, 1, 4, 2])
+def test_baselines_do_not_depend_on_the_order_of_the_classifier_rows(chain, params_for):
+    rows, eszsl, *_, sae, _, _ = _fit_baselines(
+        chain,
+        chain.validation_choice,
+        params_for("transfer"),
+        _permuted(chain, [3, 0, 5, 1, 4, 2]),
     )
 
     expected = chain.baseline_rows["weight_regression"]
@@ -312,9 +342,9 @@ def test_evaluation_covers_every_class_for_every_test_image(chain):
 
 
 def test_niwt_scores_are_the_classifier_logits_plus_the_new_rows(chain):
-    out, rows = chain.image_outputs, chain.niwt_rows["niwt"]
+    out, rows = chain.image_outputs, chain.niwt_rows["niwt_paper"]
     test = _test_positions(chain)
-    niwt = torch.as_tensor(chain.gzsl_evaluation.results["niwt"].scores).double()
+    niwt = torch.as_tensor(chain.gzsl_evaluation.results["niwt_paper"].scores).double()
 
     seen_columns = chain.backbone.spec.seen_class_ids
     torch.testing.assert_close(
@@ -332,7 +362,7 @@ def test_niwt_scores_are_the_classifier_logits_plus_the_new_rows(chain):
 def test_the_ensemble_fuses_the_tuned_rows_with_eszsl_and_niwt_tuned_is_the_rows_alone(chain):
     evaluation, out, rows = chain.gzsl_evaluation, chain.image_outputs, chain.niwt_rows
     test = _test_positions(chain)
-    linear = torch.as_tensor(evaluation.results["niwt"].scores).double().clone()
+    linear = torch.as_tensor(evaluation.results["niwt_paper"].scores).double().clone()
     tuned = rows["niwt_tuned"]
     linear[:, tuned.class_ids.tolist()] = (
         out["features"][test].double() @ torch.as_tensor(tuned.weight).double().T
@@ -368,11 +398,13 @@ def test_predictions_are_the_calibrated_argmax(chain):
 
 
 def test_evaluating_without_niwt_rows_for_an_unseen_class_is_refused(chain):
-    niwt = chain.niwt_rows["niwt"]
+    niwt = chain.niwt_rows["niwt_paper"]
     rows = RowSet(chain.niwt_rows)
-    rows["niwt"] = ClassRows("niwt", niwt.class_ids[:-1], niwt.weight[:-1], niwt.bias[:-1])
+    rows["niwt_paper"] = ClassRows(
+        "niwt_paper", niwt.class_ids[:-1], niwt.weight[:-1], niwt.bias[:-1]
+    )
 
-    with pytest.raises(InputError, match=r"niwt: no classifier row"):
+    with pytest.raises(InputError, match=r"niwt_paper: no classifier row"):
         evaluate_gzsl(
             chain.image_outputs,
             chain.images,
@@ -382,6 +414,9 @@ def test_evaluating_without_niwt_rows_for_an_unseen_class_is_refused(chain):
             rows,
             chain.baseline_rows,
             chain.eszsl_model,
+            chain.ale_model,
+            chain.sje_model,
+            chain.devise_model,
             chain.sae_model,
             chain.validation_choice,
         )
@@ -449,10 +484,10 @@ def test_report_without_niwt_is_refused(chain):
         evaluation.labels,
         evaluation.class_ids,
         evaluation.seen,
-        {m: r for m, r in evaluation.results.items() if m != "niwt"},
+        {m: r for m, r in evaluation.results.items() if m != "niwt_tuned"},
     )
 
-    with pytest.raises(KeyError, match=r"niwt"):
+    with pytest.raises(KeyError, match=r"niwt_tuned"):
         report_gzsl(
             partial,
             chain.validation_choice,

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from niwt_pipeline.core.compatibility import LOSSES
 from niwt_pipeline.core.errors import InputError
 from niwt_pipeline.core.methods import METHODS as ALL_METHODS
 from niwt_pipeline.pipelines.validation.nodes import (
@@ -57,8 +58,8 @@ def test_validation_outputs_cover_exactly_the_validation_images(chain):
 def test_choice_names_the_best_candidate_and_every_gamma(chain):
     choice, table = chain.validation_choice, chain.validation_results
 
-    # 2 mappers x (configured + 2 least-squares ridges) x 2 fusion weights
-    assert len(table) == choice["n_candidates"] == 12
+    # 2 mappers x (configured + the paper's + 2 least-squares ridges) x 2 fusion weights
+    assert len(table) == choice["n_candidates"] == 16
     assert table["chosen"].sum() == 1 and table["chosen_ensemble"].sum() == 1
     best = table[table["chosen"]].iloc[0]
     # niwt_tuned: the best of NIWT's rows alone (fusion 0)
@@ -77,15 +78,24 @@ def test_choice_names_the_best_candidate_and_every_gamma(chain):
     assert choice["methods"]["ensemble_niwt_tuned_eszsl"]["gamma"] == pytest.approx(
         ensemble["gamma"]
     )
-    configured = table[table["configured"] & (table["mapper"] == best["mapper"])].iloc[0]
-    assert choice["methods"]["niwt"]["H_calibrated"] == pytest.approx(configured["H_calibrated"])
+    assert table["configured"].sum() == table["paper"].sum() == 2  # one per mapper
+    paper = table[table["paper"] & (table["mapper"] == best["mapper"])].iloc[0]
+    assert paper["fusion"] == 0
+    assert choice["methods"]["niwt_paper"]["H_calibrated"] == pytest.approx(paper["H_calibrated"])
     assert choice["niwt"]["max_steps"] == 20  # the configured settings, transfer.niwt
+    # the paper's AWA2 settings (the default transfer.paper), never the configured ones
+    assert choice["niwt_paper"] == {**choice["niwt_paper"], "lr": 1e-3, "lam": 1e-3}
+    assert choice["niwt_paper"]["batch_size"] == 32 and choice["niwt_paper"]["patience"] == 40
+    assert json.loads(paper["niwt"])["reg_reduction"] == "half_sum"
     for values in choice["methods"].values():
         assert 0 <= values["H"] <= values["H_calibrated"] <= 1  # gamma maximises H there
         assert np.isfinite(values["gamma"])
     assert set(chain.validation_metrics) == {
         f"{m}.{k}" for m in METHODS for k in ("H_calibrated", "ausuc")
     }
+
+
+KEYS = ("lr", "epochs")
 
 
 def test_the_baselines_are_tuned_on_the_same_problem_by_the_same_criterion(chain, params_for):
@@ -103,21 +113,31 @@ def test_the_baselines_are_tuned_on_the_same_problem_by_the_same_criterion(chain
         # the method's validation metrics are its chosen candidate's
         assert choice["methods"][method]["H_calibrated"] == pytest.approx(best["H_calibrated"])
         assert choice["methods"][method]["gamma"] == pytest.approx(best["gamma"])
+
+    def pick(method, key):
+        return max(candidates[method], key=lambda c: c["criterion"])[key]
+
     assert choice["baselines"] == {
-        "ridge_alpha": max(candidates["weight_regression"], key=lambda c: c["criterion"])[
-            "ridge_alpha"
-        ],
-        "eszsl_gamma": max(candidates["eszsl"], key=lambda c: c["criterion"])["eszsl_gamma"],
-        "eszsl_lambda": max(candidates["eszsl"], key=lambda c: c["criterion"])["eszsl_lambda"],
-        "sae_lambda": max(candidates["sae"], key=lambda c: c["criterion"])["sae_lambda"],
+        "ridge_alpha": pick("weight_regression", "ridge_alpha"),
+        "eszsl_gamma": pick("eszsl", "eszsl_gamma"),
+        "eszsl_lambda": pick("eszsl", "eszsl_lambda"),
+        "sae_lambda": pick("sae", "sae_lambda"),
+        **{f"{loss}_{key}": pick(loss, f"{loss}_{key}") for loss in LOSSES for key in KEYS},
+        "fclswgan_n_synthetic": pick("fclswgan", "fclswgan_n_synthetic"),
     }
+    # the trained baselines: every learning rate, a model after each epoch count of the grid
+    for loss in LOSSES:
+        tried = [(c[f"{loss}_lr"], c[f"{loss}_epochs"]) for c in candidates[loss]]
+        assert tried == [(lr, e) for lr in grid[f"{loss}_lr"] for e in grid[f"{loss}_epochs"]]
+    assert [c["fclswgan_n_synthetic"] for c in candidates["fclswgan"]] == [10, 30]
+    assert set(candidates) == {"weight_regression", "eszsl", *LOSSES, "sae", "fclswgan"}
     # the grid does have a spread, so the choice is not a formality
     assert len({round(c["criterion"], 6) for c in candidates["eszsl"]}) > 5
 
 
 def test_a_configured_baseline_setting_is_the_only_one_tried(chain, params_for):
     transfer = params_for("transfer", {"baselines": {"ridge_alpha": 3.0, "eszsl_lambda": 0.1}})
-    choice, _, _ = select_hyperparameters(
+    choice, *_ = select_hyperparameters(
         chain.validation_image_outputs,
         chain.validation_reference_cache,
         chain.validation_backbone,
@@ -159,16 +179,22 @@ def test_duplicate_candidates_are_scored_once(chain, params_for):
         },
         "fusion_grid": [0.0],
     }
-    choice, table, _ = _select(chain, params_for, grid)
+    choice, table, _, _ = _select(chain, params_for, grid)
 
-    # init and lr do not change least-squares rows: configured + one least-squares candidate
-    assert len(table) == 2
-    assert table["configured"].tolist() == [True, False]
+    # init and lr do not change least-squares rows: configured + the paper's + one
+    # least-squares candidate
+    assert len(table) == 3
+    assert table["configured"].tolist() == [True, False, False]
+    assert table["paper"].tolist() == [False, True, False]
 
 
 def test_selection_is_deterministic(chain, params_for):
-    choice, table, _ = _select(chain, params_for, {})
+    choice, table, _, rows = _select(chain, params_for, {})
     assert choice == chain.validation_choice
+    # the chosen niwt_tuned rows of the pseudo-unseen classes, for the explanations' choice
+    tuned = rows["niwt_tuned"]
+    assert tuned.class_ids.tolist() == choice["pseudo_unseen_class_ids"]
+    np.testing.assert_array_equal(tuned.weight, chain.validation_niwt_rows["niwt_tuned"].weight)
     columns = [c for c in table.columns if c != "transfer_seconds"]
     assert table[columns].equals(chain.validation_results[columns])
 

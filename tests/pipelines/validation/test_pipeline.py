@@ -25,6 +25,7 @@ OUTPUTS = {
     "validation_choice",
     "validation_results",
     "validation_metrics",
+    "validation_niwt_rows",
 }
 INTERMEDIATES = {
     "validation_roles",

@@ -1,8 +1,26 @@
 """NIWT's explanations (Selvaraju et al., ECCV 2018, sec. 3.4): neuron names
-(:mod:`.neurons`), textual explanations (:mod:`.textual`) and their scores
-(:mod:`.scoring`), and Grad-CAM maps of any classifier row (:mod:`.visual`)."""
+(:mod:`.neurons`), textual explanations (:mod:`.textual`; grounded in the image and
+contrastive: :mod:`.grounded`, their evidence chosen on validation images: :mod:`.choice`)
+and their scores (:mod:`.scoring`), and Grad-CAM maps of any classifier row
+(:mod:`.visual`)."""
 
+from niwt_pipeline.core.explain.choice import ValidationImages, choose_evidence_on_validation
 from niwt_pipeline.core.explain.common import dimension_names, table_dimension_names
+from niwt_pipeline.core.explain.grounded import (
+    EVIDENCE_KINDS,
+    AttributePredictor,
+    EvidenceChoice,
+    blend_scores,
+    choose_evidence,
+    contrastive_scores,
+    explain_grounded,
+    features_of,
+    fit_attribute_predictor,
+    fit_attribute_predictor_on_images,
+    predicted_evidence,
+    runner_up_columns,
+    standardise_rows,
+)
 from niwt_pipeline.core.explain.neurons import (
     NAME_COLUMNS,
     NameAgreement,
@@ -14,11 +32,23 @@ from niwt_pipeline.core.explain.neurons import (
 )
 from niwt_pipeline.core.explain.scoring import (
     ExplanationScores,
+    NamingDiversity,
+    class_prior_ranking,
+    class_prototypes,
+    contrast_and_diversity_by_group,
+    contrastive_share,
+    departs_from_prototype,
+    group_masks,
     json_ready,
+    naming_diversity,
     precision_at_k,
     precision_by_group,
+    present_in_class,
+    random_contrastive_share,
+    random_naming_diversity,
     random_precision_at_k,
     score_explanations,
+    table_class_prototypes,
     truth_for_explanations,
 )
 from niwt_pipeline.core.explain.textual import (
@@ -26,7 +56,9 @@ from niwt_pipeline.core.explain.textual import (
     class_test_images,
     explain_predictions,
     explanations_frame,
+    explanations_table,
     predicted_row_importance,
+    ranked_explanations,
     require_image_files,
     row_importance_on_images,
     textual_explanations,
@@ -38,29 +70,58 @@ from niwt_pipeline.core.explain.visual import (
 )
 
 __all__ = [
+    "EVIDENCE_KINDS",
     "NAME_COLUMNS",
+    "AttributePredictor",
+    "EvidenceChoice",
     "Explanation",
     "ExplanationScores",
     "NameAgreement",
+    "NamingDiversity",
     "NeuronNames",
+    "ValidationImages",
+    "blend_scores",
+    "choose_evidence",
+    "choose_evidence_on_validation",
     "choose_example_classes",
+    "class_prior_ranking",
+    "class_prototypes",
     "class_test_images",
+    "contrast_and_diversity_by_group",
+    "contrastive_scores",
+    "contrastive_share",
+    "departs_from_prototype",
     "dimension_names",
     "example_maps",
+    "explain_grounded",
     "explain_predictions",
     "explanations_frame",
+    "explanations_table",
+    "features_of",
+    "fit_attribute_predictor",
+    "fit_attribute_predictor_on_images",
+    "group_masks",
     "json_ready",
     "name_neurons",
+    "naming_diversity",
     "neuron_name_agreement",
     "neuron_names_from_covariation",
     "neuron_names_from_mapper",
     "precision_at_k",
     "precision_by_group",
+    "predicted_evidence",
     "predicted_row_importance",
+    "present_in_class",
+    "random_contrastive_share",
+    "random_naming_diversity",
     "random_precision_at_k",
+    "ranked_explanations",
     "require_image_files",
     "row_importance_on_images",
+    "runner_up_columns",
     "score_explanations",
+    "standardise_rows",
+    "table_class_prototypes",
     "table_dimension_names",
     "textual_explanations",
     "truth_for_explanations",

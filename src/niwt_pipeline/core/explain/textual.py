@@ -74,6 +74,52 @@ class Explanation:
     text: str
 
 
+def ranked_explanations(
+    scores: np.ndarray,
+    dk_names: Sequence[str],
+    class_names_pred: Sequence[str],
+    top_k: int = 3,
+) -> list[Explanation]:
+    """Explanations naming each image's ``top_k`` highest-scoring dimensions.
+
+    Args:
+        scores: ``(N, A)`` a score per image and dimension (e.g. the inverse map's, or
+            :func:`~niwt_pipeline.core.explain.grounded.blend_scores`).
+        dk_names: the A dimension names.
+        class_names_pred: the N predicted class names.
+        top_k: dimensions per explanation (ties keep the lower index first).
+
+    Returns:
+        N :class:`Explanation` objects in input order
+        (``scores`` holds each named dimension's score).
+
+    Raises:
+        ValueError: on counts that do not match or a bad ``top_k``.
+    """
+    values = _matrix(scores, "scores")
+    names = _check_names(dk_names, values.shape[1], f"scores {values.shape}")
+    top_k = _check_top_k(top_k, values.shape[1])
+    if len(class_names_pred) != values.shape[0]:
+        raise ValueError(
+            f"class_names_pred has {len(class_names_pred)} names for scores {values.shape}"
+        )
+    top = _top_k(values, top_k)
+    out = []
+    for i, (ids, cls) in enumerate(zip(top, class_names_pred, strict=True)):
+        dims = [names[a] for a in ids]
+        out.append(
+            Explanation(
+                image=i,
+                predicted_class=str(cls),
+                dimensions=dims,
+                dimension_ids=[int(a) for a in ids],
+                scores=[float(values[i, a]) for a in ids],
+                text=f"predicted {cls} because: {', '.join(dims)}",
+            )
+        )
+    return out
+
+
 def textual_explanations(
     importance_for_predicted: np.ndarray | torch.Tensor,
     inverse_map: InverseMap,
@@ -115,22 +161,7 @@ def textual_explanations(
     if imp.shape[0] == 0:
         logger.warning("textual_explanations: no images to explain; returning no explanations")
         return []
-    predicted = inverse_map.predict(imp).numpy()
-    top = _top_k(predicted, top_k)
-    explanations = []
-    for i, (ids, cls) in enumerate(zip(top, class_names_pred, strict=True)):
-        dims = [names[a] for a in ids]
-        explanations.append(
-            Explanation(
-                image=i,
-                predicted_class=str(cls),
-                dimensions=dims,
-                dimension_ids=[int(a) for a in ids],
-                scores=[float(predicted[i, a]) for a in ids],
-                text=f"predicted {cls} because: {', '.join(dims)}",
-            )
-        )
-    return explanations
+    return ranked_explanations(inverse_map.predict(imp).numpy(), names, class_names_pred, top_k)
 
 
 def explanations_frame(explanations: Sequence[Explanation]) -> pd.DataFrame:
@@ -284,6 +315,32 @@ def explain_predictions(
     explained = textual_explanations(
         importance, inverse, dk_names, [class_names[int(c)] for c in predicted_ids], top_k
     )
+    return explanations_table(table, explained, class_names, class_seen, top_k)
+
+
+def explanations_table(
+    table: pd.DataFrame,
+    explained: Sequence[Explanation],
+    class_names: Mapping[int, str],
+    class_seen: Mapping[int, bool],
+    top_k: int,
+) -> pd.DataFrame:
+    """One row per explained image (the layout :func:`explain_predictions` returns).
+
+    Args:
+        table: image rows: ``image_id``, ``path``, ``split``, ``class_id`` (true class),
+            ``predicted_class_id``.
+        explained: their explanations, in the same order.
+        class_names, class_seen: class id -> name, and whether it is a seen class.
+        top_k: dimensions per explanation.
+
+    Returns:
+        ``image_id``, ``path``, ``split``, ``true_class_id``, ``true_class``, ``true_seen``,
+        ``predicted_class_id``, ``predicted_class``, ``predicted_seen``, ``correct``, then
+        ``dimension_<r>``, ``dimension_id_<r>``, ``score_<r>`` for ``r = 1..top_k``, and
+        ``text``.
+    """
+    predicted_ids = table["predicted_class_id"].to_numpy(dtype=np.int64)
     true_ids = table["class_id"].to_numpy(dtype=np.int64)
     frame = pd.DataFrame(
         {

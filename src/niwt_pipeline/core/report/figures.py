@@ -26,12 +26,16 @@ from niwt_pipeline.core.gzsl import GZSLEvaluation
 from niwt_pipeline.core.metrics import ausuc, confusion_matrix
 
 METHOD_LABELS = {
-    "niwt": "NIWT (configured)",
+    "niwt_paper": "NIWT (paper settings)",
     "niwt_tuned": "NIWT (validated variant)",
     "ensemble_niwt_tuned_eszsl": "ensemble: validated NIWT + ESZSL (score fusion)",
     "weight_regression": "ridge rows (weight regression)",
     "eszsl": "ESZSL",
+    "ale": "ALE (bilinear, weighted ranking loss)",
+    "sje": "SJE (bilinear, structured SVM loss)",
+    "devise": "DeViSE (bilinear, hinge rank loss)",
     "sae": "SAE (semantic autoencoder)",
+    "fclswgan": "f-CLSWGAN (generated features + softmax)",
 }
 """Display names of the scored methods; unknown methods are shown by their key."""
 
@@ -175,7 +179,7 @@ def gzsl_views(
     evaluation: GZSLEvaluation,
     classes: pd.DataFrame,
     *,
-    confusion_method: str = "niwt",
+    confusion_method: str = "niwt_tuned",
 ) -> GZSLViews:
     """The report's GZSL figures and per-class table, drawn from an evaluation as it is.
 

@@ -185,7 +185,7 @@ def _section_metrics(gzsl: Mapping[str, Any]) -> str:
             + (", a fusion of two methods' scores, not NIWT alone" if fused else "")
             + ". "
         )
-    row_css = ["ours" if m == "niwt" else "" for m in methods]
+    row_css = ["ours" if m.startswith("niwt") else "" for m in methods]
     table = html_table(frame, digits={"gamma": 3}, row_css=row_css) if len(frame) else ""
     return (
         "<section><h2>Generalised zero-shot accuracy (%)</h2>"
@@ -266,46 +266,145 @@ _GROUP_LABELS = {
     "all": "all test images",
     "seen": "seen-class images",
     "unseen": "unseen-class images",
+    "seen_departing": "seen-class images departing from their class's prototype",
+    "unseen_departing": "unseen-class images departing from their class's prototype",
 }
+
+#: The explanations compared side by side: key in the scores, column label.
+_EXPLAINERS = (
+    ("", "explanation"),
+    ("inverse_map", "paper's (inverse map)"),
+    ("class_prior", "class prior"),
+    ("random", "random"),
+)
+
+
+def _precision_key(name: str, part: str) -> str:
+    """Key of one explainer's precision on ``part`` (``all``, ``correct``, ``incorrect``)."""
+    if not name:
+        return part
+    return name if part == "all" else f"{name}_{part}"
+
+
+def _row(label: str, cells: Sequence[str]) -> str:
+    numbers = "".join(f"<td class='num'>{c}</td>" for c in cells)
+    return f"<tr><td>{label}</td>{numbers}</tr>"
 
 
 def _section_explanation_scores(metrics: Mapping[str, Any]) -> str:
     textual = metrics.get("textual") or {}
     groups = textual.get("precision_at_k") or {}
     k = metrics.get("top_k", "k")
-    sub = ["images", f"P@{k}", "random", "class prior"]
-    head = (
-        "<tr><th rowspan='2'>test images</th><th colspan='4'>correct predictions</th>"
-        f"<th colspan='4'>wrong predictions</th><th rowspan='2'>P@{k} all</th></tr>"
-        f"<tr>{''.join(f'<th>{c}</th>' for c in sub * 2)}</tr>"
-    )
-    body = []
+    shown = [
+        (name, label)
+        for name, label in _EXPLAINERS
+        if not name or any(_precision_key(name, "all") in v for v in groups.values())
+    ]
+    heads = "".join(f"<th>{label}</th>" for _, label in shown)
+    overall, outcome = [], []
     for group, values in groups.items():
-        cells = [_GROUP_LABELS.get(group, group)]
+        label = _GROUP_LABELS.get(group, html.escape(group))
+        overall.append(
+            _row(
+                label,
+                [_fmt(values.get("n_images"))]
+                + [
+                    (f"<b>{_fmt(values.get(_precision_key(n, 'all')), 3)}</b>")
+                    if not n
+                    else _fmt(values.get(_precision_key(n, "all")), 3)
+                    for n, _ in shown
+                ],
+            )
+        )
+        cells = []
         for part in ("correct", "incorrect"):
-            cells += [
-                _fmt(values.get(f"n_{part}")),
-                f"<b>{_fmt(values.get(part), 3)}</b>",
-                _fmt(values.get(f"random_{part}"), 3),
-                _fmt(values.get(f"class_prior_{part}"), 3),
-            ]
-        cells.append(_fmt(values.get("all"), 3))
-        numbers = "".join(f"<td class='num'>{c}</td>" for c in cells[1:])
-        body.append(f"<tr><td>{cells[0]}</td>{numbers}</tr>")
-    table = (
-        f"<table><thead>{head}</thead><tbody>{''.join(body)}</tbody></table>"
-        if body
-        else "<p class='note'>Not scored.</p>"
-    )
+            cells.append(_fmt(values.get(f"n_{part}")))
+            cells += [_fmt(values.get(_precision_key(n, part)), 3) for n, _ in shown]
+        outcome.append(_row(label, cells))
+    if overall:
+        table = (
+            f"<table><thead><tr><th>test images</th><th>images</th>{heads}</tr></thead>"
+            f"<tbody>{''.join(overall)}</tbody></table>"
+            "<h3>By prediction outcome</h3>"
+            "<table><thead><tr><th rowspan='2'>test images</th>"
+            f"<th colspan='{len(shown) + 1}'>correct predictions</th>"
+            f"<th colspan='{len(shown) + 1}'>wrong predictions</th></tr>"
+            f"<tr>{('<th>images</th>' + heads) * 2}</tr></thead>"
+            f"<tbody>{''.join(outcome)}</tbody></table>"
+        )
+    else:
+        table = "<p class='note'>Not scored.</p>"
+    setup = textual.get("explanation") or {}
+    described = ""
+    if setup:
+        validation = setup.get("validation_precision_at_k") or {}
+        described = (
+            "<p><b>Explanation:</b> the predicted class's domain knowledge blended with the "
+            f"image's <b>{html.escape(str(setup.get('evidence')))}</b> evidence at weight "
+            f"<b>{_fmt(setup.get('evidence_weight'), 2)}</b> (0: the class prior, 1: the "
+            "evidence alone), contrast weight "
+            f"{_fmt(setup.get('contrast_weight'), 2)}; chosen on "
+            f"{html.escape(str(setup.get('chosen_on')))}"
+            + (
+                f" (validation precision@{k} {_fmt(validation.get('chosen'), 3)}, the "
+                f"paper's {_fmt(validation.get('inverse_map'), 3)})"
+                if validation
+                else ""
+            )
+            + ".</p>"
+        )
     return (
         f"<section><h2>Scored textual explanations (precision@{k})</h2>"
         f"<p><b>Source of truth:</b> {html.escape(str(textual.get('truth_description', '?')))}</p>"
-        f"{table}<p class='note'>Precision@{k}: share of an explanation's {k} dimensions that "
-        "are true for the image. Random: the expected precision of naming "
-        f"{k} dimensions uniformly at random (the share of true dimensions). Class prior: "
-        f"naming the {k} largest domain-knowledge dimensions of the predicted class, without "
-        "looking at the image (an upper reference when the prediction is correct, since the "
-        "class's attributes describe most of its images).</p></section>"
+        f"{described}{table}"
+        f"{_contrast_and_diversity(textual, shown, k)}"
+        f"<p class='note'>Precision@{k}: share of an explanation's {k} dimensions that "
+        "are true for the image. Paper's: the inverse map applied to the predicted row's "
+        "importance on the image (Selvaraju et al. 2018). Random: the expected precision of "
+        f"naming {k} dimensions uniformly at random (the share of true dimensions). Class "
+        f"prior: naming the {k} largest domain-knowledge dimensions of the predicted class, "
+        "without looking at the image."
+        + (f" {html.escape(str(textual['departing']))}." if textual.get("departing") else "")
+        + "</p></section>"
+    )
+
+
+def _contrast_and_diversity(
+    textual: Mapping[str, Any], shown: Sequence[tuple[str, str]], k: Any
+) -> str:
+    contrast = textual.get("contrastive_share") or {}
+    diversity = textual.get("naming_diversity") or {}
+    if not contrast and not diversity:
+        return ""
+    names = [n or "explanation" for n, _ in shown]
+    heads = "".join(f"<th>{label}</th>" for _, label in shown)
+    rows = []
+    for group in [*contrast, *(g for g in diversity if g not in contrast)]:
+        shares, named = contrast.get(group) or {}, diversity.get(group) or {}
+        if not shares and not named:
+            continue
+        cells = [_fmt(shares.get(n), 3) for n in names]
+        cells += [_fmt((named.get(n) or {}).get("n_distinct"), 1) for n in names]
+        for n in names:
+            entry = named.get(n) or {}
+            top = entry.get("top_attribute")
+            share = _fmt(entry.get("top_attribute_share"), 2)
+            cells.append(f"{share} ({html.escape(str(top))})" if top else share)
+        rows.append(_row(_GROUP_LABELS.get(group, html.escape(group)), cells))
+    return (
+        "<h3>Contrastive and specific?</h3>"
+        "<table><thead><tr><th rowspan='2'>test images</th>"
+        f"<th colspan='{len(shown)}'>contrastive share</th>"
+        f"<th colspan='{len(shown)}'>distinct dimensions named</th>"
+        f"<th colspan='{len(shown)}'>share naming the most frequent one</th></tr>"
+        f"<tr>{heads * 3}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        f"<p class='note'>Contrastive share: mean share of the {k} named dimensions whose "
+        "class-level presence (value above the dimension's mean over classes) differs between "
+        "the predicted class and the runner-up class (the second-highest calibrated score): "
+        "the part of the explanation that says why this class and not the runner-up. "
+        "Distinct dimensions: how many different dimensions the explanations name (random: "
+        "the expectation); the last columns give the share of explanations naming the most "
+        "frequent dimension.</p>"
     )
 
 
@@ -364,7 +463,7 @@ def stage_timings(
     out: list[tuple[str, float | None, str]] = [
         ("backbone training", backbone_report.get("train_seconds"), "backbone_report.train_seconds")
     ]
-    for method in ("niwt", "niwt_tuned"):
+    for method in ("niwt_paper", "niwt_tuned"):
         part = transfer_report.get(method) or {}
         timings = part.get("timings") or {}
         if "optimise" in timings:

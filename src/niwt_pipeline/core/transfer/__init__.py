@@ -29,7 +29,12 @@ Modules: :mod:`.config` (settings, results), :mod:`.gram` (G and its moments),
 variants and the rows of one variant).
 """
 
-from niwt_pipeline.core.transfer.config import TransferConfig, TransferResult
+from niwt_pipeline.core.transfer.config import (
+    PAPER_SETTINGS,
+    TransferConfig,
+    TransferResult,
+    paper_config,
+)
 from niwt_pipeline.core.transfer.gram import (
     GramMoments,
     eval_mode,
@@ -54,6 +59,8 @@ from niwt_pipeline.core.transfer.variants import (
 )
 
 __all__ = [
+    "PAPER_SETTINGS",
+    "paper_config",
     "GramMoments",
     "NIWTVariant",
     "ReferenceCache",

@@ -172,7 +172,10 @@ def _optimise(
                 (g,) = torch.autograd.grad(part, weight)
                 grad += g
                 cos_sum += float(part.detach())
-            reg = config.lam * ((weight - problem.anchor) ** 2).sum(1).mean()
+            squares = ((weight - problem.anchor) ** 2).sum(1)
+            reg = config.lam * (
+                squares.mean() if config.reg_reduction == "mean" else 0.5 * squares.sum()
+            )
             if config.lam > 0:
                 (g,) = torch.autograd.grad(reg, weight)
                 grad += g

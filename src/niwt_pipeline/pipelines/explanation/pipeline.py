@@ -10,6 +10,7 @@ from kedro.pipeline import Node, Pipeline
 
 from niwt_pipeline.pipelines.explanation.nodes import (
     build_run_report,
+    choose_explanation_evidence,
     explain_predictions,
     name_neurons,
     score_explanations,
@@ -18,7 +19,8 @@ from niwt_pipeline.pipelines.explanation.nodes import (
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """models + GZSL evaluation -> neuron names, explanations, their scores and the report."""
+    """models + GZSL evaluation (+ the validation problem, to choose the explanations'
+    evidence) -> neuron names, explanations, their scores and the report."""
     return Pipeline(
         [
             Node(
@@ -33,15 +35,37 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="name_neurons",
             ),
             Node(
+                choose_explanation_evidence,
+                inputs=[
+                    "validation_image_outputs",
+                    "validation_roles",
+                    "validation_niwt_rows",
+                    "validation_backbone",
+                    "images",
+                    "domain_knowledge",
+                    "image_attributes",
+                    "validation_choice",
+                    "params:mapping",
+                    "params:explanation",
+                    "trunk_activations",
+                ],
+                outputs="explanation_choice",
+                name="choose_explanation_evidence",
+            ),
+            Node(
                 explain_predictions,
                 inputs=[
                     "images",
                     "classifier_classes",
                     "domain_knowledge",
+                    "classifier_domain_knowledge",
+                    "image_attributes",
+                    "image_outputs",
                     "backbone",
                     "niwt_rows",
                     "inverse_map_weights",
                     "gzsl_evaluation",
+                    "explanation_choice",
                     "params:explanation",
                     "trunk_activations",
                 ],
@@ -65,10 +89,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=[
                     "neuron_names",
                     "textual_explanations",
+                    "images",
                     "image_attributes",
                     "domain_knowledge",
                     "classifier_domain_knowledge",
                     "validation_choice",
+                    "explanation_choice",
                     "params:explanation",
                 ],
                 outputs=["explanation_metrics", "explanation_mlflow_metrics"],

@@ -12,11 +12,14 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
-from niwt_pipeline.core.baselines import ESZSLModel, SAEModel, fit_baselines
+from niwt_pipeline.core.baseline_models import fit_every_baseline
+from niwt_pipeline.core.baselines import ESZSLModel, SAEModel
 from niwt_pipeline.core.classifier import ZeroShotClassifier
+from niwt_pipeline.core.compatibility import CompatibilityModel
 from niwt_pipeline.core.data.tables import domain_knowledge_by_class
 from niwt_pipeline.core.explain.common import table_dimension_names
 from niwt_pipeline.core.extra import ExtraClasses, add_described_classes, new_class_targets
+from niwt_pipeline.core.generative import FeatureGenerator
 from niwt_pipeline.core.gzsl import GZSLEvaluation, evaluate_methods
 from niwt_pipeline.core.mapper import InverseMap, LinearMapper
 from niwt_pipeline.core.methods import (
@@ -30,7 +33,13 @@ from niwt_pipeline.core.metrics import confusion_matrix
 from niwt_pipeline.core.report import plot_confusion, plot_seen_unseen_curves
 from niwt_pipeline.core.rows import ClassRows, RowSet
 from niwt_pipeline.core.trained import TrainedBackbone
-from niwt_pipeline.core.transfer import ReferenceCache, make_variant, reference_cache, variant_rows
+from niwt_pipeline.core.transfer import (
+    NIWTVariant,
+    ReferenceCache,
+    make_variant,
+    reference_cache,
+    variant_rows,
+)
 from niwt_pipeline.core.trunk import TrunkActivations
 from niwt_pipeline.params import TransferParams
 from niwt_pipeline.tracking import as_metrics
@@ -93,14 +102,26 @@ def fit_baseline_models(
     domain_knowledge: pd.DataFrame,
     backbone: TrainedBackbone,
     validation_choice: dict[str, Any],
-) -> tuple[RowSet, ESZSLModel, SAEModel, dict[str, Any]]:
-    """Ridge regression domain knowledge -> classifier rows of every class the backbone was
-    not trained on (``weight_regression``), and ESZSL and SAE on the backbone's training
-    features, with the settings the validation chose (``validation_choice["baselines"]``).
+    options: TransferParams,
+) -> tuple[
+    RowSet,
+    ESZSLModel,
+    CompatibilityModel,
+    CompatibilityModel,
+    CompatibilityModel,
+    SAEModel,
+    FeatureGenerator,
+    dict[str, Any],
+]:
+    """Every baseline on the backbone's training features, for every class the backbone
+    was not trained on, with the settings the validation chose
+    (``validation_choice["baselines"]``): ridge rows (``weight_regression``), ESZSL, ALE,
+    SJE, DeViSE, SAE and f-CLSWGAN (:func:`~niwt_pipeline.core.baseline_models.
+    fit_every_baseline`).
 
     Returns:
-        The ``weight_regression`` rows, the fitted ESZSL, the fitted SAE, and a report
-        (JSON).
+        The ``weight_regression`` and ``fclswgan`` rows, the fitted ESZSL, ALE, SJE,
+        DeViSE and SAE, f-CLSWGAN's generator, and a report (JSON).
 
     Raises:
         InputError: a ``validation_choice.json`` without baseline settings (earlier version).
@@ -113,22 +134,35 @@ def fit_baseline_models(
     labels = table["class_id"].to_numpy()
     mask = table["image_id"].isin(train_ids).to_numpy() & np.isin(labels, seen.class_ids)
     config = validated_baselines(validation_choice)
-    ridge, eszsl, sae = fit_baselines(
-        image_outputs["features"].numpy()[mask], labels[mask], seen, dk, new_ids, config
+    fitted = fit_every_baseline(
+        image_outputs["features"].numpy()[mask],
+        labels[mask],
+        seen,
+        dk,
+        new_ids,
+        config,
+        options.compatibility.config(),
+        options.fclswgan,
     )
     report = {
         "source": "settings chosen by the validation (validation_choice.json: baselines)",
-        "eszsl": {"gamma": eszsl.gamma, "lambda": eszsl.lam},
-        "weight_regression": {"ridge_alpha": config.ridge_alpha},
-        "sae": {"lambda": sae.lam},
+        "settings": asdict(config),
+        "compatibility": asdict(options.compatibility.config()) | {"loss": None},
+        "fclswgan": fitted.generator.config.to_dict()
+        | {"pretrain_accuracy": fitted.generator.pretrain_accuracy},
     }
-    logger.info(
-        "baselines fitted: weight_regression rows (ridge_alpha %g), ESZSL %s, SAE %s",
-        config.ridge_alpha,
-        report["eszsl"],
-        report["sae"],
+    logger.info("baselines fitted with %s", report["settings"])
+    compatibility = fitted.compatibility
+    return (
+        fitted.rows,
+        fitted.eszsl,
+        compatibility["ale"],
+        compatibility["sje"],
+        compatibility["devise"],
+        fitted.sae,
+        fitted.generator,
+        report,
     )
-    return RowSet({"weight_regression": ridge}), eszsl, sae, report
 
 
 def transfer_niwt_rows(
@@ -144,8 +178,8 @@ def transfer_niwt_rows(
 ) -> tuple[RowSet, dict[str, Any]]:
     """NIWT rows for every class the backbone was not trained on (the dataset's unseen
     classes and those defined by description alone), whose importance on the reference
-    images matches the mapper's prediction, twice: with the configured settings (``niwt``,
-    ``transfer.niwt``) and with the variant the validation chose (``niwt_tuned``).
+    images matches the mapper's prediction, twice: with the paper's settings (``niwt_paper``,
+    ``transfer.paper``) and with the variant the validation chose (``niwt_tuned``).
 
     Returns:
         The rows of both, and a report (JSON: settings, steps, losses, timings).
@@ -159,8 +193,11 @@ def transfer_niwt_rows(
     )
     budget = options.reference.config().gram_budget_bytes
     rows, results = RowSet(), {}
-    for method, overrides in (("niwt", {}), ("niwt_tuned", validation_choice["niwt_tuned"])):
-        variant = make_variant(options.niwt, overrides)
+    variants = {
+        "niwt_paper": NIWTVariant(options.paper_config()),
+        "niwt_tuned": make_variant(options.niwt, validation_choice["niwt_tuned"]),
+    }
+    for method, variant in variants.items():
         rows[method], results[method] = variant_rows(
             method,
             target,
@@ -183,6 +220,7 @@ def transfer_niwt_rows(
     seen_norm = torch.as_tensor(seen.weight).norm(dim=1).mean()
     report = {
         "config": asdict(options.niwt),
+        "niwt_paper_config": asdict(variants["niwt_paper"].config),
         "niwt_tuned_variant": validation_choice["niwt_tuned"],
         "reference_images": options.reference.model_dump(),
         **{
@@ -210,6 +248,9 @@ def evaluate_gzsl(
     niwt_rows: RowSet,
     baseline_rows: RowSet,
     eszsl_model: ESZSLModel,
+    ale_model: CompatibilityModel,
+    sje_model: CompatibilityModel,
+    devise_model: CompatibilityModel,
     sae_model: SAEModel,
     validation_choice: dict[str, Any],
 ) -> GZSLEvaluation:
@@ -226,8 +267,13 @@ def evaluate_gzsl(
         backbone.seen_rows(),
         niwt_rows,
         baseline_rows,
-        eszsl_model,
-        sae_model,
+        {
+            "eszsl": eszsl_model,
+            "ale": ale_model,
+            "sje": sje_model,
+            "devise": devise_model,
+            "sae": sae_model,
+        },
         dk[class_ids],
         ensemble_weight(validation_choice),
     )
@@ -249,7 +295,8 @@ def report_gzsl(
     backbone: TrainedBackbone,
 ) -> tuple[dict[str, Any], dict[str, Any], Figure, Figure]:
     """The metrics contract (percent), the same numbers as MLflow metrics, and two plots:
-    the seen-unseen curves and NIWT's confusion matrix at its calibrated gamma."""
+    the seen-unseen curves and the confusion matrix of NIWT's validated rows (``niwt_tuned``)
+    at their calibrated gamma."""
     methods = gzsl_evaluation.metrics_percent()
     for method, values in methods.items():
         logger.info(
@@ -278,6 +325,7 @@ def report_gzsl(
                 for key in (
                     "pseudo_unseen_class_ids",
                     "mapper",
+                    "niwt_paper",
                     "niwt_tuned",
                     ENSEMBLE,
                     "baselines",
@@ -293,9 +341,8 @@ def report_gzsl(
         {m: (r.curve_s, r.curve_u) for m, r in results.items()},
         {m: (r.metrics["S_calibrated"], r.metrics["U_calibrated"]) for m, r in results.items()},
     )
-    niwt = results["niwt"]
     confusion = confusion_matrix(
-        gzsl_evaluation.columns_of(niwt.predicted),
+        gzsl_evaluation.columns_of(results["niwt_tuned"].predicted),
         gzsl_evaluation.label_columns,
         len(gzsl_evaluation.class_ids),
     )

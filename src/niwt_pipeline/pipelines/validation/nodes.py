@@ -17,6 +17,7 @@ import torch
 from niwt_pipeline.core.data.tables import domain_knowledge_by_class
 from niwt_pipeline.core.extraction import image_outputs
 from niwt_pipeline.core.roles import VALIDATION_ROLES, rows_with_role, validation_roles
+from niwt_pipeline.core.rows import RowSet
 from niwt_pipeline.core.trained import TrainedBackbone, fit_backbone
 from niwt_pipeline.core.transfer.reference import ReferenceCache, reference_cache
 from niwt_pipeline.core.trunk import TrunkActivations
@@ -110,15 +111,16 @@ def select_hyperparameters(
     options: ValidationParams,
     mapping: MappingParams,
     transfer: TransferParams,
-) -> tuple[dict[str, Any], pd.DataFrame, dict[str, Any]]:
+) -> tuple[dict[str, Any], pd.DataFrame, dict[str, Any], RowSet]:
     """Score every (mapper, NIWT variant, fusion) candidate and the baselines on the
     validation problem; choose the best candidate and every method's gamma.
 
     Returns:
         The choice (JSON), the table of every candidate, MLflow metrics
-        (``<method>.H_calibrated`` and ``<method>.ausuc``, percent).
+        (``<method>.H_calibrated`` and ``<method>.ausuc``, percent), and the chosen
+        ``niwt_tuned`` rows of the pseudo-unseen classes (``validation_niwt_rows``).
     """
-    choice, results = search_candidates(
+    choice, results, tuned_rows = search_candidates(
         validation_image_outputs,
         validation_roles,
         validation_reference_cache,
@@ -126,8 +128,11 @@ def select_hyperparameters(
         domain_knowledge_by_class(domain_knowledge).to_numpy(np.float64),
         mapping.mapper,
         transfer.niwt,
+        transfer.paper_config(),
         transfer.baselines.config(),
         options.search(),
+        transfer.compatibility.config(),
+        transfer.fclswgan,
         transfer.reference.config().gram_budget_bytes,
     )
     metrics = as_metrics(
@@ -137,4 +142,4 @@ def select_hyperparameters(
             for key in ("H_calibrated", "ausuc")
         }
     )
-    return choice, results, metrics
+    return choice, results, metrics, RowSet({"niwt_tuned": tuned_rows})

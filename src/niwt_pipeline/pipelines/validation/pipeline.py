@@ -72,7 +72,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "params:mapping",
                     "params:transfer",
                 ],
-                outputs=["validation_choice", "validation_results", "validation_metrics"],
+                outputs=[
+                    "validation_choice",
+                    "validation_results",
+                    "validation_metrics",
+                    "validation_niwt_rows",
+                ],
                 name="select_hyperparameters",
             ),
         ]
