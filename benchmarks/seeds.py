@@ -147,20 +147,54 @@ def explanation_table(runs: list[dict]) -> str:
     def stat(values: list[float]) -> str:
         return f"{np.mean(values):.3f} +- {np.std(values):.3f}"
 
+    textual = [r["explanations"]["textual"] for r in runs]
+    chosen = ", ".join(
+        f"{t['explanation']['evidence']} at weight {t['explanation']['evidence_weight']}"
+        for t in textual
+    )
     lines = [
-        f"| precision@{k} | explanation | class prior | random | n images (first seed) |",
-        "|---|---|---|---|---|",
+        f"Evidence chosen on the validation problem, per seed: {chosen}.",
+        "",
+        f"| precision@{k} | explanation | paper's (inverse map) | class prior | random "
+        "| n images (first seed) |",
+        "|---|---|---|---|---|---|",
     ]
-    for part in ("unseen", "seen"):
+    parts = [p for p in ("unseen", "unseen_departing", "seen", "seen_departing")]
+    for part in parts:
+        if part not in textual[0]["precision_at_k"]:
+            continue
         for outcome in ("all", "correct", "incorrect"):
-            scores = [r["explanations"]["textual"]["precision_at_k"][part] for r in runs]
+            scores = [t["precision_at_k"][part] for t in textual]
             suffix = "" if outcome == "all" else f"_{outcome}"
-            explained = stat([s[outcome] for s in scores])
-            prior = stat([s[f"class_prior{suffix}"] for s in scores])
+            cells = [
+                stat([s[key] for s in scores])
+                for key in (outcome, f"inverse_map{suffix}", f"class_prior{suffix}")
+            ]
             chance = stat([s[f"random{suffix}"] for s in scores])
             n = scores[0]["n_images" if outcome == "all" else f"n_{outcome}"]
             label = "all predictions" if outcome == "all" else f"{outcome} predictions"
-            lines.append(f"| {part} classes, {label} | {explained} | {prior} | {chance} | {n} |")
+            name = part.replace("_departing", " classes, images departing from the prototype")
+            name = name if "departing" in part else f"{part} classes"
+            lines.append(f"| {name}, {label} | {' | '.join(cells)} | {chance} | {n} |")
+    lines += [
+        "",
+        "| unseen-class images | explanation | paper's (inverse map) | class prior | random |",
+        "|---|---|---|---|---|",
+    ]
+    kinds = ("explanation", "inverse_map", "class_prior", "random")
+    for part in ("unseen", "unseen_departing"):
+        if part not in textual[0].get("contrastive_share", {}):
+            continue
+        cells = [stat([t["contrastive_share"][part][kind] for t in textual]) for kind in kinds]
+        lines.append(f"| contrastive share, {part.replace('_', ' ')} | {' | '.join(cells)} |")
+    if "naming_diversity" in textual[0]:
+        diversity = [t["naming_diversity"]["unseen"] for t in textual]
+        for key, label in (
+            ("n_distinct", "distinct attributes named"),
+            ("top_attribute_share", "share naming the most frequent attribute"),
+        ):
+            cells = [stat([d[kind][key] for d in diversity]) for kind in kinds]
+            lines.append(f"| {label} | {' | '.join(cells)} |")
     names = [r["explanations"]["neuron_names"] for r in runs]
     lines += [
         "",
