@@ -81,11 +81,32 @@ def parameter_problems(text: str) -> list[str]:
     return problems
 
 
+def _check_pipeline_names(pipelines: list[str] | None, pipeline: str | None) -> None:
+    """Refuse pipeline names the registry does not have, listing the ones it has.
+
+    Raises:
+        InputError: naming the unknown pipelines and every registered one.
+    """
+    from kedro.framework.project import pipelines as registry
+
+    asked = [*(pipelines or []), *([pipeline] if pipeline else [])]
+    if not asked:
+        return
+    known = sorted(registry)
+    unknown = [name for name in asked if name not in known]
+    if unknown:
+        raise InputError(
+            f"--pipelines: no pipeline named {', '.join(map(repr, unknown))}; the registered "
+            f"pipelines are {', '.join(known)}"
+        )
+
+
 class _FriendlyRun(click.Command):
     """Kedro's ``run``; an input error ends it with one message and exit code 2."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
+            _check_pipeline_names(ctx.params.get("pipelines"), ctx.params.get("pipeline"))
             return super().invoke(ctx)
         except Exception as exc:
             error = input_error_of(exc)

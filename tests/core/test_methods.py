@@ -141,6 +141,10 @@ def test_the_baselines_settings_come_from_the_validation_choice():
     for earlier in ({}, {"baselines": {**settings, "sae_lambda": None}}):
         with pytest.raises(InputError, match="run the validation pipeline again"):
             validated_baselines(earlier)
+    # the settings that are missing are named
+    short = {k: v for k, v in settings.items() if k not in ("ale_lr", "fclswgan_n_synthetic")}
+    with pytest.raises(InputError, match=r"for \['ale_lr', 'fclswgan_n_synthetic'\]"):
+        validated_baselines({"baselines": short})
 
 
 def test_columns_follow_class_ids():

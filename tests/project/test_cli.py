@@ -29,6 +29,16 @@ def _kedro_run(project: Path, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+def test_a_misspelt_pipeline_is_one_message_listing_the_pipelines(fresh_project):
+    result = _kedro_run(fresh_project, "--pipelines=transfr")
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr + result.stdout
+    assert "Error: --pipelines: no pipeline named 'transfr'; the registered pipelines are " in (
+        result.stderr
+    )
+    assert "predict, transfer, validation" in result.stderr
+
+
 def test_bad_parameters_are_one_message_and_exit_code_2(fresh_project):
     result = _kedro_run(fresh_project, "--params=transfer.niwt.lr=-1,backbone.train.epochs=0")
     assert result.returncode == 2, result.stderr[-3000:]

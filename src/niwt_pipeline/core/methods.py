@@ -126,11 +126,13 @@ def validated_baselines(validation_choice: dict[str, Any]) -> BaselineConfig:
             the validation problem; run the validation pipeline again.
     """
     chosen = validation_choice.get("baselines")
-    config = BaselineConfig(**chosen) if isinstance(chosen, dict) else None
-    if config is None or config.missing():
+    known = set(BaselineConfig.__dataclass_fields__)
+    settings = {k: v for k, v in chosen.items() if k in known} if isinstance(chosen, dict) else {}
+    missing = BaselineConfig(**settings).missing()
+    if missing:
         raise InputError(
-            "validation_choice.json has no baseline settings (it was written by an earlier "
-            "version, before the baselines were tuned on the validation problem); run the "
-            "validation pipeline again: kedro run --pipelines=validation,transfer"
+            f"validation_choice.json has no baseline settings for {missing} (it was written "
+            "by an earlier version, with other baselines); run the validation pipeline "
+            "again: kedro run --pipelines=validation,transfer"
         )
-    return config
+    return BaselineConfig(**settings)
