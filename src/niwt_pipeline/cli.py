@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import json
 import re
 import traceback
 from pathlib import Path
@@ -34,20 +35,31 @@ def input_error_of(exc: BaseException) -> BaseException | None:
     during), or None when ``exc`` is not caused by bad input.
 
     Input errors are the project's :class:`InputError` and Kedro's parameter validation
-    errors; a Kedro ``DatasetError`` counts when an input error caused it.
+    errors; a Kedro ``DatasetError`` counts when an input error caused it, and a JSON file
+    that does not parse becomes an :class:`InputError` naming it.
     """
     from kedro.validation import ParameterValidationError
 
     seen: set[int] = set()
     stack: list[BaseException | None] = [exc]
+    chain: list[BaseException] = []
     while stack:
         current = stack.pop()
         if current is None or id(current) in seen:
             continue
         seen.add(id(current))
+        chain.append(current)
         if isinstance(current, InputError | ParameterValidationError):
             return current
         stack.extend([current.__cause__, current.__context__])
+    damaged = next((e for e in chain if isinstance(e, json.JSONDecodeError)), None)
+    if damaged is not None:
+        files = (re.search(r"filepath=(?:\w*Path\()?'?([^,)'\s]+)", str(e)) for e in chain)
+        path = next((m.group(1) for m in files if m), "a JSON file")
+        return InputError(
+            f"{path}: not valid JSON ({damaged}); the file is damaged (cut short?): delete it "
+            "and run the pipeline that writes it again"
+        )
     return None
 
 

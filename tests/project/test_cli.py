@@ -3,6 +3,7 @@ the traceback goes to a log file; the exception chain is searched for the input 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -92,6 +93,25 @@ def test_the_input_error_is_found_anywhere_in_the_chain():
         assert input_error_of(bug) is None  # bugs keep their traceback
     validation = ParameterValidationError("Parameter validation failed")
     assert input_error_of(validation) is validation
+
+
+def test_a_damaged_json_file_is_an_input_error_naming_it():
+    try:
+        try:
+            json.loads('{"methods": {"niwt_tuned": ')
+        except json.JSONDecodeError as exc:
+            raise DatasetError(
+                "Failed while loading data from dataset MlflowArtifactDataset(dataset="
+                "{'filepath': ...}, filepath=data/05_model_input/validation_choice.json, "
+                "protocol=file)."
+            ) from exc
+    except DatasetError as wrapped:
+        error = input_error_of(wrapped)
+    assert isinstance(error, InputError)
+    assert str(error).startswith(
+        "data/05_model_input/validation_choice.json: not valid JSON (Expecting value: line 1"
+    )
+    assert str(error).endswith("delete it and run the pipeline that writes it again")
 
 
 def test_parameter_problems_are_read_from_kedro_s_report():
