@@ -144,7 +144,10 @@ def test_validation_grids_are_checked():
         ({"fusion_grid": [0.0, -1.0]}, r"fusion_grid\n.*one or more weights >= 0"),
         ({"pseudo_unseen_classes": 0}, r"pseudo_unseen_classes\n.*greater than 0"),
         # a misspelt key is named as unknown even with a value that is not a list
-        ({"baseline_grid": {"sae_lamda": 1}}, r"unknown BaselineConfig field\(s\) \['sae_lamda'\]"),
+        (
+            {"baseline_grid": {"sae_lamda": 1}},
+            r"unknown BaselineConfig field\(s\) \['sae_lamda'\]; expected some of \['ale_epochs'",
+        ),
         (
             {"baseline_grid": {"sae_lambda": [0.0]}},
             r"baseline_grid\.sae_lambda: expected values > 0",

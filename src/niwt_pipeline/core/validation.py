@@ -105,7 +105,10 @@ class SearchConfig:
             raise ValueError(f"criterion: expected one of {CRITERIA}, got {self.criterion!r}")
         unknown = sorted(set(self.baseline_grid) - set(BaselineConfig.__dataclass_fields__))
         if unknown:
-            raise ValueError(f"baseline_grid: unknown BaselineConfig field(s) {unknown}")
+            raise ValueError(
+                f"baseline_grid: unknown BaselineConfig field(s) {unknown}; expected some of "
+                f"{sorted(BaselineConfig.__dataclass_fields__)}"
+            )
         for key, values in self.baseline_grid.items():
             counts = key in _COUNT_SETTINGS
             kinds = int if counts else int | float
