@@ -106,12 +106,12 @@ def ensemble_weight(validation_choice: dict[str, Any]) -> float:
         InputError: a ``validation_choice.json`` written by an earlier version, without a
             method of :data:`METHODS`; run the validation pipeline again.
     """
-    missing = [m for m in METHODS if m not in validation_choice.get("methods", {})] + [
-        key for key in (ENSEMBLE,) if key not in validation_choice
-    ]
+    missing = {m for m in METHODS if m not in validation_choice.get("methods", {})}
+    if ENSEMBLE not in validation_choice:
+        missing.add(ENSEMBLE)
     if missing:
         raise InputError(
-            f"validation_choice.json has no {sorted(set(missing))} (it was written by an "
+            f"validation_choice.json has no {sorted(missing)} (it was written by an "
             "earlier version, with other methods); run the validation pipeline again: "
             "kedro run --pipelines=validation,transfer"
         )

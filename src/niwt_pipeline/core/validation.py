@@ -103,11 +103,11 @@ class SearchConfig:
     def __post_init__(self) -> None:
         if self.criterion not in CRITERIA:
             raise ValueError(f"criterion: expected one of {CRITERIA}, got {self.criterion!r}")
-        unknown = sorted(set(self.baseline_grid) - set(BaselineConfig.__dataclass_fields__))
+        unknown = sorted(set(self.baseline_grid) - _CONFIG_FIELDS)
         if unknown:
             raise ValueError(
                 f"baseline_grid: unknown BaselineConfig field(s) {unknown}; expected some of "
-                f"{sorted(BaselineConfig.__dataclass_fields__)}"
+                f"{sorted(_CONFIG_FIELDS)}"
             )
         for key, values in self.baseline_grid.items():
             counts = key in _COUNT_SETTINGS
@@ -218,8 +218,8 @@ def tune_baselines(
         _values(config, search, "eszsl_gamma"),
         _values(config, search, "eszsl_lambda"),
     ):
-        model = ESZSLModel(eszsl_grid.projection(gamma, lam), gamma, lam)
-        record("eszsl", {"eszsl_gamma": gamma, "eszsl_lambda": lam}, scores, model)
+        # the (D, A) projection is built for the chosen pair only
+        record("eszsl", {"eszsl_gamma": gamma, "eszsl_lambda": lam}, scores, (gamma, lam))
     sae_grid = SAEGrid(features, positions, dk[seen_ids])
     for lam in _values(config, search, "sae_lambda"):
         sae = SAEModel(sae_grid.projection(lam), lam)
@@ -256,9 +256,10 @@ def tune_baselines(
         settings.update({k: v for k, v in table[best[method]].items() if k in _CONFIG_FIELDS})
     chosen = BaselineConfig(**settings)
     pick = {m: fitted[m][best[m]] for m in methods}
+    gamma, lam = pick["eszsl"]
     result = FittedBaselines(
         rows=RowSet({"weight_regression": pick["weight_regression"], "fclswgan": pick["fclswgan"]}),
-        eszsl=pick["eszsl"],
+        eszsl=ESZSLModel(eszsl_grid.projection(gamma, lam), gamma, lam),
         sae=pick["sae"],
         compatibility={loss: pick[loss] for loss in LOSSES},
         generator=trained_generator,

@@ -147,7 +147,7 @@ def fit_baseline_models(
     report = {
         "source": "settings chosen by the validation (validation_choice.json: baselines)",
         "settings": asdict(config),
-        "compatibility": asdict(options.compatibility.config()) | {"loss": None},
+        "compatibility": options.compatibility.model_dump(),
         "fclswgan": fitted.generator.config.to_dict()
         | {"pretrain_accuracy": fitted.generator.pretrain_accuracy},
     }
