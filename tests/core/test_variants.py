@@ -15,6 +15,7 @@ from niwt_pipeline.core.transfer import (
     TransferConfig,
     effective_overrides,
     make_variant,
+    match_seen_logits,
     reference_gram,
     transfer_rows,
     variant_rows,
@@ -39,6 +40,12 @@ def test_make_variant_maps_ridge_init_anchor_and_fusion():
         make_variant(base, {"anchor": "zeros"})
     with pytest.raises(ValueError, match="TransferConfig.solver"):
         make_variant(base, {"solver": "newton"})
+    assert make_variant(base, {"logit_matching": "seen_negatives"}).logit_matching == (
+        "seen_negatives"
+    )
+    assert plain.logit_matching == "none"
+    with pytest.raises(ValueError, match="logit_matching: expected one of"):
+        make_variant(base, {"logit_matching": "z_score"})
 
 
 def test_effective_overrides_drop_what_cannot_change_the_rows():
@@ -53,6 +60,10 @@ def test_effective_overrides_drop_what_cannot_change_the_rows():
     assert effective_overrides({"lr": base.lr, "anchor": "mean_seen"}, base) == {}
     no_ridge = {"solver": "least_squares", "ls_alpha": 0.0, "anchor": "ridge"}
     assert effective_overrides(no_ridge, base) == {"solver": "least_squares", "ls_alpha": 0.0}
+    assert effective_overrides({"logit_matching": "none"}, base) == {}
+    assert effective_overrides({"logit_matching": "seen_negatives"}, base) == {
+        "logit_matching": "seen_negatives"
+    }
 
 
 # G(x) = P * M^T for every reference image (P = 4 positions, M invertible 3 x 3), so the
@@ -91,6 +102,30 @@ def test_variant_rows_are_the_closed_form_rows_of_the_new_classes():
     assert (result.method, result.stopped_reason) == ("gram", "closed_form")
     direct = transfer_rows(TARGET, SEEN.weight, SEEN.bias, LEAST_SQUARES, gram=GRAM)
     np.testing.assert_array_equal(rows.weight, direct.weight.numpy())
+
+
+def test_logit_matching_scales_and_shifts_the_closed_form_rows():
+    cache = ReferenceCache(gram=GRAM)
+    plain, _ = variant_rows(
+        "niwt", TARGET, NEW_IDS, SEEN, make_variant(LEAST_SQUARES, {}), cache, None
+    )
+    matching = make_variant(LEAST_SQUARES, {"logit_matching": "seen_negatives"})
+    # seen training images: two of class 0, two of class 1
+    features = np.array([[1.0, 0.0, 2.0], [3.0, 1.0, 0.0], [0.0, 2.0, 1.0], [1.0, 1.0, 1.0]])
+    labels = np.array([0, 0, 1, 1])
+    rows, _ = variant_rows(
+        "niwt", TARGET, NEW_IDS, SEEN, matching, cache, None, training=(features, labels)
+    )
+    expected = match_seen_logits(plain, SEEN, features, labels)
+    np.testing.assert_array_equal(rows.weight, expected.weight)
+    np.testing.assert_array_equal(rows.bias, expected.bias)
+    # seen row 0 (x1 + 0.5) on the class-1 images: 0.5, 1.5 (mean 1, std 0.5); seen row 1
+    # (2 x2 - 0.5) on the class-0 images: -0.5, 1.5 (mean 0.5, std 1)
+    logits = features @ rows.weight.T + rows.bias
+    np.testing.assert_allclose(logits.mean(0), [(1.0 + 0.5) / 2] * 2, atol=1e-12)
+    np.testing.assert_allclose(logits.std(0), [(0.5 + 1.0) / 2] * 2, atol=1e-12)
+    with pytest.raises(ValueError, match="needs the seen training features"):
+        variant_rows("niwt", TARGET, NEW_IDS, SEEN, matching, cache, None)
 
 
 def test_ridge_anchor_and_ridge_init_use_the_rows_of_the_same_classes():

@@ -57,6 +57,7 @@ TINY = {
             "init": ["seen_centred"],
             "ls_alpha": [0.001, 0.01],
             "anchor": ["mean_seen"],
+            "logit_matching": ["none", "seen_negatives"],  # both, to test each
         },
         "fusion_grid": [0.0, 1.0],
         "baseline_grid": {  # small grids of the trained baselines
@@ -284,7 +285,18 @@ def chain(raw_world: RawDataset, domain_source: NativeAttributes, params_for) ->
         outputs, images, roles, dk, backbone, choice, transfer
     )
     rows, transfer_report = transfer_niwt_rows(
-        reference, predicted, mapper_weights, classes, dk, backbone, baseline_rows, choice, transfer
+        reference,
+        predicted,
+        mapper_weights,
+        classes,
+        dk,
+        backbone,
+        baseline_rows,
+        choice,
+        outputs,
+        images,
+        roles,
+        transfer,
     )
     evaluation = evaluate_gzsl(
         outputs,

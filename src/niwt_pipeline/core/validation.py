@@ -57,7 +57,12 @@ from niwt_pipeline.core.trained import TrainedBackbone
 from niwt_pipeline.core.transfer.config import TransferConfig
 from niwt_pipeline.core.transfer.gram import gram_moments
 from niwt_pipeline.core.transfer.reference import ReferenceCache
-from niwt_pipeline.core.transfer.variants import effective_overrides, make_variant, variant_rows
+from niwt_pipeline.core.transfer.variants import (
+    effective_overrides,
+    make_variant,
+    matched_rows,
+    variant_rows,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -76,9 +81,9 @@ class SearchConfig:
     Attributes:
         criterion: ``H_calibrated`` (at each candidate's best gamma), ``ausuc`` or ``mean``.
         mapper_grid: :class:`MapperConfig` field -> values to try.
-        niwt_grid: :class:`TransferConfig` field (``init`` may be ``ridge``) or ``anchor``
-            -> values to try; the configured variant (no overrides) and the paper's
-            (``niwt_paper``) are always tried too.
+        niwt_grid: :class:`TransferConfig` field (``init`` may be ``ridge``), ``anchor`` or
+            ``logit_matching`` -> values to try; the configured variant (no overrides) and
+            the paper's (``niwt_paper``) are always tried too.
         fusion_grid: weights of ESZSL's scores fused into NIWT's (0 = NIWT alone).
         baseline_grid: :class:`BaselineConfig` field -> values to try for the settings the
             configuration leaves ``None`` (a set value is the only one tried).
@@ -361,6 +366,7 @@ def search_candidates(
     paper_key = json.dumps(effective_overrides(paper_overrides, niwt), sort_keys=True)
     candidates = [{}, paper_overrides, *expand_grid(search.niwt_grid)]
     moments = gram_moments([cache.gram], seen.weight) if cache.gram is not None else None
+    training = (features[train], labels[train])
     records: list[dict[str, Any]] = []
     candidate_rows: dict[tuple[str, str], ClassRows] = {}
     for mapper_overrides in expand_grid(search.mapper_grid):
@@ -369,28 +375,39 @@ def search_candidates(
         )
         target = fitted.predict(dk[pseudo]).numpy()
         done: set[str] = set()
+        # candidates that differ only in logit matching share one transfer
+        transferred: dict[str, tuple[ClassRows, Any, float]] = {}
         for overrides in candidates:
-            key = json.dumps(effective_overrides(overrides, niwt), sort_keys=True)
+            effective = effective_overrides(overrides, niwt)
+            key = json.dumps(effective, sort_keys=True)
             if key in done:
                 continue
             done.add(key)
-            started = time.perf_counter()
             variant = make_variant(replace(niwt, progress=False), overrides)
-            rows, result = variant_rows(
-                "niwt",
-                target,
-                pseudo,
-                seen,
-                variant,
-                cache,
-                backbone,
-                ridge,
-                moments,
-                gram_budget_bytes,
+            transfer_key = json.dumps(
+                {k: v for k, v in effective.items() if k != "logit_matching"}, sort_keys=True
             )
+            started = time.perf_counter()
+            if transfer_key not in transferred:
+                raw, result = variant_rows(
+                    "niwt",
+                    target,
+                    pseudo,
+                    seen,
+                    replace(variant, logit_matching="none"),
+                    cache,
+                    backbone,
+                    ridge,
+                    moments,
+                    gram_budget_bytes,
+                )
+                transferred[transfer_key] = raw, result, time.perf_counter() - started
+            raw, result, seconds = transferred[transfer_key]
+            started = time.perf_counter()
+            rows = matched_rows(raw, variant, seen, training)
+            seconds += time.perf_counter() - started
             scores = (seen + rows).scores(feats, all_ids)
             candidate_rows[json.dumps(mapper_overrides, sort_keys=True), key] = rows
-            seconds = time.perf_counter() - started
             for fusion in sorted({0.0, *search.fusion_grid}):  # the rows alone always
                 metrics = validation_metrics(fuse_scores(scores, eszsl, fusion), problem)
                 records.append(

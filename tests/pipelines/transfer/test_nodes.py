@@ -21,7 +21,7 @@ from niwt_pipeline.core.methods import METHODS
 from niwt_pipeline.core.rows import ClassRows, RowSet
 from niwt_pipeline.core.selection import fuse_scores
 from niwt_pipeline.core.trained import TrainedBackbone
-from niwt_pipeline.core.transfer import ReferenceCache
+from niwt_pipeline.core.transfer import ReferenceCache, seen_negative_logits
 from niwt_pipeline.pipelines.transfer.nodes import (
     cache_reference,
     evaluate_gzsl,
@@ -92,6 +92,9 @@ def _transfer(chain, params, cache=None, choice=None, predicted=None):
         chain.backbone,
         chain.baseline_rows,
         chain.validation_choice if choice is None else choice,
+        chain.image_outputs,
+        chain.images,
+        chain.backbone_roles,
         params,
     )
 
@@ -147,6 +150,36 @@ def test_tuned_rows_follow_the_validated_variant(chain, params_for):
     )
 
 
+def test_tuned_rows_with_logit_matching_are_matched_on_the_training_images(chain, params_for):
+    ls = {"solver": "least_squares", "ls_alpha": 0.01, "fusion": 0.0}
+    params = params_for("transfer")
+    plain, _ = _transfer(chain, params, choice={"niwt_tuned": ls})
+    matched, _ = _transfer(
+        chain, params, choice={"niwt_tuned": {**ls, "logit_matching": "seen_negatives"}}
+    )
+
+    seen = chain.backbone.seen_rows()
+    train = set(chain.backbone_roles.loc[chain.backbone_roles["role"] == "train", "image_id"])
+    ids = chain.image_outputs["image_id"].numpy()
+    labels = chain.images.set_index("image_id").loc[ids, "class_id"].to_numpy()
+    keep = np.isin(ids, list(train)) & np.isin(labels, seen.class_ids)
+    features = chain.image_outputs["features"].numpy()[keep].astype(np.float64)
+    mean, std = seen_negative_logits(seen, features, labels[keep])
+    logits = features @ matched["niwt_tuned"].weight.astype(np.float64).T
+    logits += matched["niwt_tuned"].bias
+    np.testing.assert_allclose(logits.mean(0), mean, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(logits.std(0), std, rtol=1e-4)
+
+    # the same directions as the unmatched rows; the paper's rows are never matched
+    def unit(rows: np.ndarray) -> np.ndarray:
+        return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+    np.testing.assert_allclose(
+        unit(matched["niwt_tuned"].weight), unit(plain["niwt_tuned"].weight), atol=1e-5
+    )
+    assert np.array_equal(matched["niwt_paper"].weight, plain["niwt_paper"].weight)
+
+
 def test_transfer_is_deterministic(chain, params_for):
     rows, _ = _transfer(chain, params_for("transfer"))
 
@@ -199,6 +232,9 @@ def test_rows_need_a_ridge_row_for_every_new_class(chain, params_for):
             chain.backbone,
             short,
             choice,
+            chain.image_outputs,
+            chain.images,
+            chain.backbone_roles,
             params_for("transfer"),
         )
 

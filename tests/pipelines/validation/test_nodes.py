@@ -58,8 +58,19 @@ def test_validation_outputs_cover_exactly_the_validation_images(chain):
 def test_choice_names_the_best_candidate_and_every_gamma(chain):
     choice, table = chain.validation_choice, chain.validation_results
 
-    # 2 mappers x (configured + the paper's + 2 least-squares ridges) x 2 fusion weights
-    assert len(table) == choice["n_candidates"] == 16
+    # 2 mappers x (configured + the paper's + 2 least-squares ridges x 2 logit matchings)
+    # x 2 fusion weights
+    assert len(table) == choice["n_candidates"] == 24
+    # a logit-matched candidate shares its transfer (and so its loss) with the unmatched one
+    matched = table[table["niwt"].str.contains("seen_negatives")]
+    assert len(matched) == 8
+    for _, row in matched.iterrows():
+        plain = json.dumps(
+            {k: v for k, v in json.loads(row["niwt"]).items() if k != "logit_matching"},
+            sort_keys=True,
+        )
+        twin = table[(table["mapper"] == row["mapper"]) & (table["niwt"] == plain)]
+        assert (twin["transfer_loss"] == row["transfer_loss"]).all() and len(twin) == 2
     assert table["chosen"].sum() == 1 and table["chosen_ensemble"].sum() == 1
     best = table[table["chosen"]].iloc[0]
     # niwt_tuned: the best of NIWT's rows alone (fusion 0)
@@ -176,6 +187,7 @@ def test_duplicate_candidates_are_scored_once(chain, params_for):
             "lr": [0.1, 0.2],
             "ls_alpha": [0.01],
             "anchor": ["mean_seen"],
+            "logit_matching": ["none"],
         },
         "fusion_grid": [0.0],
     }

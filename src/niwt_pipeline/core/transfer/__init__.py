@@ -25,8 +25,9 @@ code, ramprs/neuron-importance-zsl, does).  Three equivalent ways of evaluating 
 
 Modules: :mod:`.config` (settings, results), :mod:`.gram` (G and its moments),
 :mod:`.solvers` (the gradient and least-squares solvers), :mod:`.naive`,
-:mod:`.reference` (the reference images and their cache), :mod:`.variants` (NIWT
-variants and the rows of one variant).
+:mod:`.reference` (the reference images and their cache), :mod:`.matching` (new rows
+put on the seen rows' logit scale), :mod:`.variants` (NIWT variants and the rows of one
+variant).
 """
 
 from niwt_pipeline.core.transfer.config import (
@@ -42,6 +43,11 @@ from niwt_pipeline.core.transfer.gram import (
     reference_gram,
     row_importance,
 )
+from niwt_pipeline.core.transfer.matching import (
+    LOGIT_MATCHING,
+    match_seen_logits,
+    seen_negative_logits,
+)
 from niwt_pipeline.core.transfer.naive import transfer_rows_naive
 from niwt_pipeline.core.transfer.reference import (
     ReferenceCache,
@@ -55,10 +61,12 @@ from niwt_pipeline.core.transfer.variants import (
     NIWTVariant,
     effective_overrides,
     make_variant,
+    matched_rows,
     variant_rows,
 )
 
 __all__ = [
+    "LOGIT_MATCHING",
     "PAPER_SETTINGS",
     "paper_config",
     "GramMoments",
@@ -72,10 +80,13 @@ __all__ = [
     "gram_moments",
     "layer_activations",
     "make_variant",
+    "match_seen_logits",
+    "matched_rows",
     "reference_cache",
     "reference_gram",
     "reference_images",
     "row_importance",
+    "seen_negative_logits",
     "transfer_rows",
     "transfer_rows_naive",
     "variant_rows",

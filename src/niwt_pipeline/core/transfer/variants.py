@@ -18,6 +18,7 @@ from niwt_pipeline.core.rows import ClassRows
 from niwt_pipeline.core.trained import TrainedBackbone
 from niwt_pipeline.core.transfer.config import TransferConfig, TransferResult
 from niwt_pipeline.core.transfer.gram import GramMoments
+from niwt_pipeline.core.transfer.matching import LOGIT_MATCHING, match_seen_logits
 from niwt_pipeline.core.transfer.reference import ReferenceCache
 from niwt_pipeline.core.transfer.solvers import transfer_rows
 
@@ -37,17 +38,30 @@ class NIWTVariant:
             rows of the same classes).
         fusion: weight of the ESZSL scores added to the NIWT scores (per-image standardised,
             :func:`~niwt_pipeline.core.selection.fuse_scores`); 0 = NIWT alone.
+        logit_matching: ``"none"`` or ``"seen_negatives"``: after the transfer, scale and
+            shift each row so its logits over the seen training images have the mean and
+            standard deviation of a seen row's on images of other classes
+            (:mod:`~niwt_pipeline.core.transfer.matching`; this project's option, not the
+            paper's).
     """
 
     config: TransferConfig
     ridge_init: bool = False
     anchor: str = "mean_seen"
     fusion: float = 0.0
+    logit_matching: str = "none"
+
+    def __post_init__(self) -> None:
+        if self.logit_matching not in LOGIT_MATCHING:
+            raise ValueError(
+                f"NIWT variant logit_matching: expected one of {LOGIT_MATCHING}, "
+                f"got {self.logit_matching!r}"
+            )
 
 
 def make_variant(base: TransferConfig, overrides: Mapping[str, Any]) -> NIWTVariant:
     """``base`` with ``overrides``: any :class:`TransferConfig` field, ``init`` may also be
-    ``"ridge"``, plus ``anchor`` and ``fusion``.
+    ``"ridge"``, plus ``anchor``, ``fusion`` and ``logit_matching``.
 
     Raises:
         ValueError: on an unknown key or a bad value.
@@ -55,6 +69,7 @@ def make_variant(base: TransferConfig, overrides: Mapping[str, Any]) -> NIWTVari
     values = dict(overrides)
     anchor = values.pop("anchor", "mean_seen")
     fusion = float(values.pop("fusion", 0.0))
+    matching = values.pop("logit_matching", "none")
     if anchor not in ROW_SOURCES:
         raise ValueError(f"NIWT variant anchor: expected one of {ROW_SOURCES}, got {anchor!r}")
     if fusion < 0:
@@ -67,10 +82,16 @@ def make_variant(base: TransferConfig, overrides: Mapping[str, Any]) -> NIWTVari
     if unknown:
         raise ValueError(
             f"NIWT variant: unknown key(s) {unknown}; expected TransferConfig fields, "
-            "'anchor' or 'fusion'"
+            "'anchor', 'fusion' or 'logit_matching'"
         )
     config = replace(base, **values)
-    return NIWTVariant(config=config, ridge_init=ridge_init, anchor=anchor, fusion=fusion)
+    return NIWTVariant(
+        config=config,
+        ridge_init=ridge_init,
+        anchor=anchor,
+        fusion=fusion,
+        logit_matching=matching,
+    )
 
 
 def effective_overrides(overrides: Mapping[str, Any], base: TransferConfig) -> dict[str, Any]:
@@ -83,6 +104,7 @@ def effective_overrides(overrides: Mapping[str, Any], base: TransferConfig) -> d
         key: value
         for key, value in overrides.items()
         if not (key == "anchor" and value == "mean_seen")
+        and not (key == "logit_matching" and value == "none")
         and not (hasattr(base, key) and getattr(base, key) == value)
     }
     solver = values.get("solver", base.solver)
@@ -109,6 +131,7 @@ def variant_rows(
     ridge: ClassRows | None = None,
     moments: GramMoments | None = None,
     gram_budget_bytes: int = 2 * 1024**3,
+    training: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[ClassRows, TransferResult]:
     """NIWT rows of one variant for the classes ``class_ids`` (Selvaraju et al. 2018, sec. 3.3).
 
@@ -124,17 +147,22 @@ def variant_rows(
             and anchor.
         moments: :class:`GramMoments` of the same cache, reused by the least-squares solver.
         gram_budget_bytes: whether G may be computed from cached activations.
+        training: ``(features (N, D), labels (N,))`` of the backbone's seen training images,
+            needed by ``logit_matching="seen_negatives"``.
 
     Returns:
         The rows (float32, as the seen rows) and the transfer's result.
 
     Raises:
-        ValueError: when the variant needs ridge rows and none are given.
+        ValueError: when the variant needs ridge rows or training features and none are
+            given.
         InputError: when ``ridge`` lacks a row for one of ``class_ids``.
     """
     needs_ridge = variant.ridge_init or variant.anchor == "ridge"
     if needs_ridge and ridge is None:
         raise ValueError("this NIWT variant needs the ridge-regression rows")
+    if variant.logit_matching != "none" and training is None:
+        raise ValueError("this NIWT variant's logit matching needs the seen training features")
     ridge_weight = (
         torch.as_tensor(ridge.rows_for(class_ids)[0], dtype=torch.float32)
         if needs_ridge and ridge is not None
@@ -152,4 +180,29 @@ def variant_rows(
         **cache.sources(backbone),
     )
     rows = ClassRows(method, np.asarray(class_ids, dtype=np.int64), result.weight, result.bias)
-    return rows, result
+    return matched_rows(rows, variant, seen, training), result
+
+
+def matched_rows(
+    rows: ClassRows,
+    variant: NIWTVariant,
+    seen: ClassRows,
+    training: tuple[np.ndarray, np.ndarray] | None,
+) -> ClassRows:
+    """``rows`` after the variant's logit matching (unchanged with ``"none"``).
+
+    Args:
+        rows: the transferred rows (U, D).
+        variant: the variant (its ``logit_matching``).
+        seen: the backbone's seen rows.
+        training: ``(features (N, D), labels (N,))`` of its seen training images.
+
+    Raises:
+        ValueError: as :func:`~niwt_pipeline.core.transfer.matching.match_seen_logits`, or
+            when matching is asked for without ``training``.
+    """
+    if variant.logit_matching == "none":
+        return rows
+    if training is None:
+        raise ValueError("this NIWT variant's logit matching needs the seen training features")
+    return match_seen_logits(rows, seen, *training)

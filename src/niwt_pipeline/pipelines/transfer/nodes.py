@@ -95,6 +95,20 @@ def _image_rows(image_outputs: dict[str, Any], images: pd.DataFrame) -> pd.DataF
     return images.set_index("image_id").loc[image_outputs["image_id"].numpy()].reset_index()
 
 
+def _training_features(
+    image_outputs: dict[str, torch.Tensor],
+    images: pd.DataFrame,
+    backbone_roles: pd.DataFrame,
+    seen: ClassRows,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Features (N, D) and class ids (N,) of the backbone's training images."""
+    table = _image_rows(image_outputs, images)
+    train_ids = set(backbone_roles.loc[backbone_roles["role"] == "train", "image_id"])
+    labels = table["class_id"].to_numpy()
+    mask = table["image_id"].isin(train_ids).to_numpy() & np.isin(labels, seen.class_ids)
+    return image_outputs["features"].numpy()[mask], labels[mask]
+
+
 def fit_baseline_models(
     image_outputs: dict[str, torch.Tensor],
     images: pd.DataFrame,
@@ -129,14 +143,11 @@ def fit_baseline_models(
     seen = backbone.seen_rows()
     dk = domain_knowledge_by_class(domain_knowledge).to_numpy(np.float64)
     new_ids = np.setdiff1d(np.arange(len(dk)), seen.class_ids)
-    table = _image_rows(image_outputs, images)
-    train_ids = set(backbone_roles.loc[backbone_roles["role"] == "train", "image_id"])
-    labels = table["class_id"].to_numpy()
-    mask = table["image_id"].isin(train_ids).to_numpy() & np.isin(labels, seen.class_ids)
+    features, labels = _training_features(image_outputs, images, backbone_roles, seen)
     config = validated_baselines(validation_choice)
     fitted = fit_every_baseline(
-        image_outputs["features"].numpy()[mask],
-        labels[mask],
+        features,
+        labels,
         seen,
         dk,
         new_ids,
@@ -174,12 +185,16 @@ def transfer_niwt_rows(
     backbone: TrainedBackbone,
     baseline_rows: RowSet,
     validation_choice: dict[str, Any],
+    image_outputs: dict[str, torch.Tensor],
+    images: pd.DataFrame,
+    backbone_roles: pd.DataFrame,
     options: TransferParams,
 ) -> tuple[RowSet, dict[str, Any]]:
     """NIWT rows for every class the backbone was not trained on (the dataset's unseen
     classes and those defined by description alone), whose importance on the reference
     images matches the mapper's prediction, twice: with the paper's settings (``niwt_paper``,
-    ``transfer.paper``) and with the variant the validation chose (``niwt_tuned``).
+    ``transfer.paper``) and with the variant the validation chose (``niwt_tuned``; its
+    logit matching, if chosen, on the backbone's training images).
 
     Returns:
         The rows of both, and a report (JSON: settings, steps, losses, timings).
@@ -197,6 +212,11 @@ def transfer_niwt_rows(
         "niwt_paper": NIWTVariant(options.paper_config()),
         "niwt_tuned": make_variant(options.niwt, validation_choice["niwt_tuned"]),
     }
+    training = (
+        _training_features(image_outputs, images, backbone_roles, seen)
+        if any(v.logit_matching != "none" for v in variants.values())
+        else None
+    )
     for method, variant in variants.items():
         rows[method], results[method] = variant_rows(
             method,
@@ -208,6 +228,7 @@ def transfer_niwt_rows(
             backbone,
             baseline_rows["weight_regression"],
             gram_budget_bytes=budget,
+            training=training,
         )
         logger.info(
             "NIWT transfer (%s): %d rows, %d steps (%s, loss %.4f)",
