@@ -15,7 +15,8 @@ its own best gamma, as the validation pipeline scores candidates:
   covariance of the seen training features (rows that stay flat on seen images), matched;
 * ``least squares, matched``: the closed-form rows (the chosen ``ls_alpha`` and anchor;
   0.01 and the chosen anchor when the chosen transfer is the gradient one), matched;
-* ``+ every reference image``: the same on G of every seen trainval image, matched;
+* ``+ every reference image``: the same on G of every seen trainval image of the
+  validation backbone (instead of the configured sample), matched;
 * ``+ mapper weight decay 0.1`` / ``+ standardised domain knowledge``: the mapper refitted
   so, same transfer, matched;
 * ``+ ridge mapper, alpha a``: the mapper replaced by closed-form ridge from standardised
@@ -212,7 +213,7 @@ def ideas(run: Path) -> dict[str, dict[str, float]]:
         ReferenceConfig(max_images=None, seed=0, gram_memory_budget_mb=4096),
     )
     every_moments = gram_moments([every.gram], seen.weight)
-    out[f"+ every reference image ({every.n_images})"] = score(
+    out["+ every reference image"] = score(
         matched(ls_rows(_least_squares(every_moments, chosen_target, seen, alpha, anchor)))
     )
     out["+ mapper weight decay 0.1"] = score(matched(rows_for(target(weight_decay=0.1))))
