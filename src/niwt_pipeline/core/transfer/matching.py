@@ -50,6 +50,13 @@ def seen_negative_logits(
         ValueError: when ``features`` is not (N, D) with D = ``seen.dim`` and finite,
             ``labels`` is not (N,), or a seen row has no image of another class.
     """
+    return _negative_logits(seen, *_seen_images(seen, features, labels))
+
+
+def _seen_images(
+    seen: ClassRows, features: np.ndarray, labels: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The float64 features and labels of the images of ``seen``'s classes, checked."""
     x = np.asarray(features, dtype=np.float64)
     y = np.asarray(labels).reshape(-1)
     if x.ndim != 2 or x.shape[1] != seen.dim or len(y) != len(x):
@@ -60,7 +67,11 @@ def seen_negative_logits(
     if not np.isfinite(x).all():
         raise ValueError("logit matching: features contain NaN or infinite values")
     keep = np.isin(y, seen.class_ids)
-    x, y = x[keep], y[keep]
+    return x[keep], y[keep]
+
+
+def _negative_logits(seen: ClassRows, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """:func:`seen_negative_logits` on images already checked by :func:`_seen_images`."""
     logits = x @ seen.weight.astype(np.float64).T + seen.bias.astype(np.float64)
     means, stds = [], []
     for j, class_id in enumerate(seen.class_ids):
@@ -97,8 +108,8 @@ def match_seen_logits(
     """
     if rows.dim != seen.dim:
         raise ValueError(f"logit matching: rows have width {rows.dim}, seen rows {seen.dim}")
-    m, s = seen_negative_logits(seen, features, labels)
-    x = np.asarray(features, dtype=np.float64)[np.isin(np.asarray(labels), seen.class_ids)]
+    x, y = _seen_images(seen, features, labels)
+    m, s = _negative_logits(seen, x, y)
     weight = rows.weight.astype(np.float64)
     raw = x @ weight.T  # (N, U), without the bias
     spread = raw.std(0)
