@@ -12,6 +12,8 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export OMP_WAIT_POLICY := PASSIVE
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
+# No wheel cache: the CUDA build of torch is several GB, and a cached copy would double what setup writes to disk.
+export PIP_NO_CACHE_DIR := 1
 
 .PHONY: setup run test lint viz mlflow-ui serve clean-data benchmarks
 

@@ -83,7 +83,10 @@ class SearchConfig:
         mapper_grid: :class:`MapperConfig` field -> values to try.
         niwt_grid: :class:`TransferConfig` field (``init`` may be ``ridge``), ``anchor`` or
             ``logit_matching`` -> values to try; the configured variant (no overrides) and
-            the paper's (``niwt_paper``) are always tried too.
+            the paper's (``niwt_paper``) are always tried too, each with every
+            ``logit_matching`` value of the grid (``none`` when it has none).  The faithful
+            paper row, unmatched, is always scored (for ``niwt_paper``'s gamma) and is a
+            ``niwt_tuned`` candidate only where ``none`` is among those values.
         fusion_grid: weights of ESZSL's scores fused into NIWT's (0 = NIWT alone).
         baseline_grid: :class:`BaselineConfig` field -> values to try for the settings the
             configuration leaves ``None`` (a set value is the only one tried).
@@ -320,8 +323,10 @@ def search_candidates(
         The choice (JSON: the mapper and NIWT overrides chosen by NIWT's rows alone, the
         ensemble's ESZSL weight chosen for those rows, the baselines' settings
         (``baselines``) with every baseline candidate (``baseline_candidates``), and per
-        method its validation metrics and gamma) and the table of every NIWT candidate
-        (``chosen``: the ``niwt_tuned`` candidate; ``chosen_ensemble``: the ensemble's),
+        method its validation metrics and gamma) and the table of every NIWT row scored
+        (``candidate``: whether it may be chosen; ``chosen``: the ``niwt_tuned`` candidate;
+        ``chosen_ensemble``: the ensemble's; ``configured``: the configured transfer
+        settings; ``paper``: the faithful paper row),
         and the ``niwt_tuned`` rows of the pseudo-unseen classes (what the explanations'
         choice is made with).
 
@@ -364,7 +369,20 @@ def search_candidates(
         if key != "progress" and getattr(niwt, key) != value
     }
     paper_key = json.dumps(effective_overrides(paper_overrides, niwt), sort_keys=True)
-    candidates = [{}, paper_overrides, *expand_grid(search.niwt_grid)]
+    # the grid's logit matching applies to every transfer setting, the configured and the
+    # paper's included; the faithful paper row (unmatched) is scored for niwt_paper, and is
+    # a niwt_tuned candidate only where the grid tries no matching
+    matching = list(search.niwt_grid.get("logit_matching", ["none"]))
+    grid = {k: v for k, v in search.niwt_grid.items() if k != "logit_matching"}
+    settings = [("configured", {}), ("paper", paper_overrides)]
+    settings += [("grid", overrides) for overrides in expand_grid(grid)]
+    candidates = [
+        (origin, {**overrides, "logit_matching": m} if m != "none" else overrides, True)
+        for origin, overrides in settings
+        for m in matching
+    ]
+    if "none" not in matching:
+        candidates.append(("paper", paper_overrides, False))
     moments = gram_moments([cache.gram], seen.weight) if cache.gram is not None else None
     training = (features[train], labels[train])
     records: list[dict[str, Any]] = []
@@ -377,7 +395,7 @@ def search_candidates(
         done: set[str] = set()
         # candidates that differ only in logit matching share one transfer
         transferred: dict[str, tuple[ClassRows, Any, float]] = {}
-        for overrides in candidates:
+        for origin, overrides, eligible in candidates:
             effective = effective_overrides(overrides, niwt)
             key = json.dumps(effective, sort_keys=True)
             if key in done:
@@ -408,14 +426,17 @@ def search_candidates(
             seconds += time.perf_counter() - started
             scores = (seen + rows).scores(feats, all_ids)
             candidate_rows[json.dumps(mapper_overrides, sort_keys=True), key] = rows
-            for fusion in sorted({0.0, *search.fusion_grid}):  # the rows alone always
+            # the rows alone always; a row that is no candidate only alone
+            fusions = sorted({0.0, *search.fusion_grid}) if eligible else [0.0]
+            for fusion in fusions:
                 metrics = validation_metrics(fuse_scores(scores, eszsl, fusion), problem)
                 records.append(
                     {
                         "mapper": json.dumps(mapper_overrides, sort_keys=True),
                         "niwt": key,
                         "fusion": float(fusion),
-                        "configured": overrides == {} and fusion == 0,
+                        "candidate": eligible,
+                        "configured": origin == "configured" and fusion == 0,
                         "paper": key == paper_key and fusion == 0,
                         **metrics,
                         "criterion": criterion_value(metrics, search.criterion),
@@ -426,12 +447,15 @@ def search_candidates(
     results = pd.DataFrame.from_records(records)
     # NIWT's rows alone choose the mapper and variant; the ensemble's weight is then
     # chosen among the fusions of those very rows (a weight of 0 is the rows alone).
-    alone = (results["fusion"] == 0).to_numpy()
+    eligible = results["candidate"].to_numpy(dtype=bool)
+    alone = (results["fusion"] == 0).to_numpy() & eligible
     criteria = results["criterion"].to_numpy(dtype=np.float64)
     best = int(np.flatnonzero(alone)[best_index(criteria[alone].tolist())])
     chosen = results.iloc[best]
     same_rows = np.flatnonzero(
-        ((results["mapper"] == chosen["mapper"]) & (results["niwt"] == chosen["niwt"])).to_numpy()
+        (results["mapper"] == chosen["mapper"]).to_numpy()
+        & (results["niwt"] == chosen["niwt"]).to_numpy()
+        & eligible
     )
     fused = int(same_rows[best_index(criteria[same_rows].tolist())])
     results.insert(0, "chosen", np.arange(len(results)) == best)
@@ -446,7 +470,7 @@ def search_candidates(
     choice = {
         "pseudo_unseen_class_ids": [int(c) for c in pseudo],
         "criterion": search.criterion,
-        "n_candidates": len(results),
+        "n_candidates": int(eligible.sum()),
         "mapper": json.loads(chosen["mapper"]),
         "niwt_tuned": json.loads(chosen["niwt"]),
         ENSEMBLE: {"fusion": float(results.iloc[fused]["fusion"])},
@@ -470,7 +494,7 @@ def search_candidates(
         choice["mapper"],
         choice["niwt_tuned"],
         choice[ENSEMBLE]["fusion"],
-        len(results),
+        choice["n_candidates"],
     )
     tuned_rows = candidate_rows[chosen["mapper"], chosen["niwt"]].with_method("niwt_tuned")
     return choice, results, tuned_rows

@@ -58,12 +58,13 @@ def test_validation_outputs_cover_exactly_the_validation_images(chain):
 def test_choice_names_the_best_candidate_and_every_gamma(chain):
     choice, table = chain.validation_choice, chain.validation_results
 
-    # 2 mappers x (configured + the paper's + 2 least-squares ridges x 2 logit matchings)
+    # 2 mappers x (configured + the paper's + 2 least-squares ridges) x 2 logit matchings
     # x 2 fusion weights
-    assert len(table) == choice["n_candidates"] == 24
+    assert len(table) == choice["n_candidates"] == 32
+    assert table["candidate"].all()  # `none` is in the grid: the faithful row is one too
     # a logit-matched candidate shares its transfer (and so its loss) with the unmatched one
     matched = table[table["niwt"].str.contains("seen_negatives")]
-    assert len(matched) == 8
+    assert len(matched) == 16
     for _, row in matched.iterrows():
         plain = json.dumps(
             {k: v for k, v in json.loads(row["niwt"]).items() if k != "logit_matching"},
@@ -89,7 +90,8 @@ def test_choice_names_the_best_candidate_and_every_gamma(chain):
     assert choice["methods"]["ensemble_niwt_tuned_eszsl"]["gamma"] == pytest.approx(
         ensemble["gamma"]
     )
-    assert table["configured"].sum() == table["paper"].sum() == 2  # one per mapper
+    # the configured settings, unmatched and matched, per mapper; the faithful row per mapper
+    assert table["configured"].sum() == 4 and table["paper"].sum() == 2
     paper = table[table["paper"] & (table["mapper"] == best["mapper"])].iloc[0]
     assert paper["fusion"] == 0
     assert choice["methods"]["niwt_paper"]["H_calibrated"] == pytest.approx(paper["H_calibrated"])
@@ -198,6 +200,38 @@ def test_duplicate_candidates_are_scored_once(chain, params_for):
     assert len(table) == 3
     assert table["configured"].tolist() == [True, False, False]
     assert table["paper"].tolist() == [False, True, False]
+
+
+def test_matching_applies_to_every_candidate_and_not_to_the_faithful_row(chain, params_for):
+    grid = {
+        "mapper_grid": {"weight_decay": [0.0]},
+        "niwt_grid": {
+            "solver": ["least_squares"],
+            "init": ["seen_centred"],
+            "ls_alpha": [0.01],
+            "anchor": ["mean_seen"],
+            "logit_matching": ["seen_negatives"],
+        },
+        "fusion_grid": [0.0, 1.0],
+    }
+    choice, table, _, _ = _select(chain, params_for, grid)
+
+    # configured, the paper's and one least-squares setting, each matched, x 2 fusion
+    # weights; then the faithful paper row, unmatched, alone and no candidate
+    assert len(table) == 7 and choice["n_candidates"] == 6
+    settings = [json.loads(n) for n in table["niwt"]]
+    assert [s.get("logit_matching") for s in settings] == 6 * ["seen_negatives"] + [None]
+    assert table["candidate"].tolist() == 6 * [True] + [False]
+    assert table["configured"].tolist() == [True, False, False, False, False, False, False]
+    faithful = table.iloc[-1]
+    assert faithful["paper"] and faithful["fusion"] == 0 and not faithful["chosen"]
+    assert not table["paper"].iloc[:-1].any()  # the matched paper settings are not faithful
+    assert choice["niwt_tuned"]["logit_matching"] == "seen_negatives"
+    assert choice["methods"]["niwt_paper"]["H_calibrated"] == pytest.approx(
+        faithful["H_calibrated"]
+    )
+    # the matched paper settings share the faithful row's transfer
+    assert table.iloc[2]["transfer_loss"] == faithful["transfer_loss"]
 
 
 def test_selection_is_deterministic(chain, params_for):
