@@ -233,9 +233,10 @@ class ValidationParams(_Block):
         reference_max_images: reference images for the validation transfers (a seeded sample
             of the validation backbone's trainval images); ``null`` = as ``transfer.reference``.
         mapper_grid: ``MapperConfig`` field -> values to try.
-        niwt_grid: ``TransferConfig`` field (``init`` may also be ``ridge``) or ``anchor``
-            (``mean_seen`` | ``ridge``) -> values to try.  The configured
-            ``transfer.niwt`` is always tried too.
+        niwt_grid: ``TransferConfig`` field (``init`` may also be ``ridge``), ``anchor``
+            (``mean_seen`` | ``ridge``) or ``logit_matching`` (``none`` |
+            ``seen_negatives``) -> values to try.  The configured ``transfer.niwt`` and the
+            paper's settings are always tried too, with each ``logit_matching`` value.
         fusion_grid: weights of ESZSL scores fused into the NIWT scores (0 = NIWT alone).
         baseline_grid: ``transfer.baselines`` setting (``ridge_alpha``, ``eszsl_gamma``,
             ``eszsl_lambda``, ``sae_lambda``) -> values to try when that setting is

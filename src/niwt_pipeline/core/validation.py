@@ -331,8 +331,9 @@ def search_candidates(
         choice is made with).
 
     Raises:
-        ValueError: when every candidate scored NaN.
+        ValueError: when every candidate scored NaN, or a grid key has no values.
     """
+    expand_grid(search.niwt_grid)  # raises on a key without values, before any work
     seen = backbone.seen_rows()
     seen_ids = seen.class_ids
     table = roles.set_index("image_id").loc[outputs["image_id"].numpy()]
