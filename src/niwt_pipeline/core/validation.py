@@ -333,7 +333,25 @@ def search_candidates(
     Raises:
         ValueError: when every candidate scored NaN, or a grid key has no values.
     """
-    expand_grid(search.niwt_grid)  # raises on a key without values, before any work
+    grid = expand_grid(search.niwt_grid)  # raises on a key without values, before any work
+    paper_overrides = {
+        key: value
+        for key, value in asdict(paper).items()
+        if key != "progress" and getattr(niwt, key) != value
+    }
+    paper_key = json.dumps(effective_overrides(paper_overrides, niwt), sort_keys=True)
+    # the grid's logit matching applies to every transfer setting, the configured and the
+    # paper's included; the faithful paper row (unmatched) is scored for niwt_paper, and is
+    # a niwt_tuned candidate only where the grid tries no matching
+    matching = list(search.niwt_grid.get("logit_matching", ["none"]))
+    candidates = [
+        (origin, {**overrides, "logit_matching": m} if m != "none" else overrides, True)
+        for origin, overrides in (("configured", {}), ("paper", paper_overrides))
+        for m in matching
+    ]
+    candidates += [("grid", overrides, True) for overrides in grid]
+    if "none" not in matching:
+        candidates.append(("paper", paper_overrides, False))
     seen = backbone.seen_rows()
     seen_ids = seen.class_ids
     table = roles.set_index("image_id").loc[outputs["image_id"].numpy()]
@@ -364,26 +382,6 @@ def search_candidates(
     ridge = fitted.rows["weight_regression"]
     eszsl = fitted.eszsl.scores(feats, dk[all_ids])
 
-    paper_overrides = {
-        key: value
-        for key, value in asdict(paper).items()
-        if key != "progress" and getattr(niwt, key) != value
-    }
-    paper_key = json.dumps(effective_overrides(paper_overrides, niwt), sort_keys=True)
-    # the grid's logit matching applies to every transfer setting, the configured and the
-    # paper's included; the faithful paper row (unmatched) is scored for niwt_paper, and is
-    # a niwt_tuned candidate only where the grid tries no matching
-    matching = list(search.niwt_grid.get("logit_matching", ["none"]))
-    grid = {k: v for k, v in search.niwt_grid.items() if k != "logit_matching"}
-    settings = [("configured", {}), ("paper", paper_overrides)]
-    settings += [("grid", overrides) for overrides in expand_grid(grid)]
-    candidates = [
-        (origin, {**overrides, "logit_matching": m} if m != "none" else overrides, True)
-        for origin, overrides in settings
-        for m in matching
-    ]
-    if "none" not in matching:
-        candidates.append(("paper", paper_overrides, False))
     moments = gram_moments([cache.gram], seen.weight) if cache.gram is not None else None
     training = (features[train], labels[train])
     records: list[dict[str, Any]] = []
