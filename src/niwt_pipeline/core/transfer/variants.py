@@ -43,6 +43,9 @@ class NIWTVariant:
             standard deviation of a seen row's on images of other classes
             (:mod:`~niwt_pipeline.core.transfer.matching`; this project's option, not the
             paper's).
+
+    Raises:
+        ValueError: on an unknown ``anchor`` or ``logit_matching``, or ``fusion`` < 0.
     """
 
     config: TransferConfig
@@ -52,6 +55,12 @@ class NIWTVariant:
     logit_matching: str = "none"
 
     def __post_init__(self) -> None:
+        if self.anchor not in ROW_SOURCES:
+            raise ValueError(
+                f"NIWT variant anchor: expected one of {ROW_SOURCES}, got {self.anchor!r}"
+            )
+        if self.fusion < 0:
+            raise ValueError(f"NIWT variant fusion: expected >= 0, got {self.fusion}")
         if self.logit_matching not in LOGIT_MATCHING:
             raise ValueError(
                 f"NIWT variant logit_matching: expected one of {LOGIT_MATCHING}, "
@@ -70,10 +79,6 @@ def make_variant(base: TransferConfig, overrides: Mapping[str, Any]) -> NIWTVari
     anchor = values.pop("anchor", "mean_seen")
     fusion = float(values.pop("fusion", 0.0))
     matching = values.pop("logit_matching", "none")
-    if anchor not in ROW_SOURCES:
-        raise ValueError(f"NIWT variant anchor: expected one of {ROW_SOURCES}, got {anchor!r}")
-    if fusion < 0:
-        raise ValueError(f"NIWT variant fusion: expected >= 0, got {fusion}")
     ridge_init = values.get("init") == "ridge"
     if ridge_init:
         values["init"] = "mean_seen"  # replaced by the ridge rows
