@@ -203,3 +203,47 @@ def test_plots_build_figures_without_pyplot():
     assert matplotlib.get_backend() == backend
     with pytest.raises(ValueError, match="disagree"):
         plot_confusion(cm, ["a"], seen)
+
+
+def _gamma_one_at_a_time(scores, labels, seen, is_unseen=None):
+    """The sweep candidate by candidate with gzsl_evaluate (the definition choose_gamma
+    computes at once): the candidates, in |gamma| order, and their H."""
+    from niwt_pipeline.core.metrics import _check_gzsl, _curve_parts
+
+    sc, y, mask, unseen_img = _check_gzsl(scores, labels, seen, is_unseen)
+    d = _curve_parts(sc, y, mask, unseen_img)[0]
+    breaks = np.unique(d[np.isfinite(d)])
+    gap = float(np.mean(np.diff(breaks))) if breaks.size > 1 else 1.0
+    cands = np.concatenate(
+        [[0.0, breaks[0] - gap], (breaks[:-1] + breaks[1:]) / 2.0, [breaks[-1] + gap]]
+    )
+    cands = np.unique(cands[~np.isin(cands, breaks)])
+    best_h, best_g = -1.0, 0.0
+    for g in cands[np.argsort(np.abs(cands), kind="stable")]:
+        h = gzsl_evaluate(sc, y, mask, unseen_img, gamma=float(g))["H"]
+        if h > best_h + 1e-12:
+            best_h, best_g = h, float(g)
+    return best_g
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_choose_gamma_equals_the_sweep_one_candidate_at_a_time(seed):
+    rng = np.random.default_rng(seed)
+    n, c = int(rng.integers(5, 120)), int(rng.integers(3, 12))
+    seen = np.zeros(c, dtype=bool)
+    seen[: int(rng.integers(1, c))] = True
+    labels = rng.integers(0, c, n)
+    # scores on a coarse grid: many tied breakpoints and tied class scores
+    scores = rng.integers(-4, 5, (n, c)).astype(np.float64) / 2.0
+    if seed % 3 == 0:
+        scores = rng.normal(size=(n, c))
+    is_unseen = None if seed % 2 else rng.random(n) < 0.4  # images of a class in both splits
+    assert choose_gamma(scores, labels, seen, is_unseen) == _gamma_one_at_a_time(
+        scores, labels, seen, is_unseen
+    )
+
+
+def test_choose_gamma_with_nan_scores_sweeps_one_at_a_time():
+    scores = SCORES_B.copy()
+    scores[1, 1] = np.nan  # argmax takes the NaN: its image is always predicted as class 1
+    assert choose_gamma(scores, LABELS_B, SEEN) == _gamma_one_at_a_time(scores, LABELS_B, SEEN)
