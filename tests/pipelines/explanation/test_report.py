@@ -265,3 +265,28 @@ def test_build_report_shows_the_explanations_side_by_side(page):
     assert "<b>features</b> evidence at weight <b>0.50</b>" in page
     assert "chosen on the &lt;pseudo-unseen&gt; images (validation precision@3 0.882" in page
     assert "image. .</p>" not in page
+
+
+@pytest.mark.parametrize(
+    ("ensemble_h", "expected"),
+    [
+        (
+            61.0,
+            "Best calibrated H: <b>ensemble: validated NIWT + ESZSL (score fusion)</b>, "
+            "a fusion of two methods' scores, not NIWT alone. ",
+        ),
+        (59.0, "Best calibrated H: <b>NIWT (validated variant)</b>. "),
+    ],
+)
+def test_the_best_line_names_a_fused_winner_as_a_fusion(ensemble_h, expected):
+    from niwt_pipeline.core.report.page import _section_metrics
+
+    methods = {
+        "niwt_paper": {"H_calibrated": 52.0},
+        "niwt_tuned": {"H_calibrated": 60.0},
+        "ensemble_niwt_tuned_eszsl": {"H_calibrated": ensemble_h},
+        "eszsl": {"H_calibrated": 58.0},
+    }
+    section = _section_metrics({"methods": methods})
+    assert expected in section
+    assert section.count("Best calibrated H") == 1
